@@ -1,0 +1,119 @@
+"""The transmission schemes that the evaluation compares, behind one interface.
+
+A scheme maps transmitted embeddings ``z`` [N, D] (L2-normalised), a channel SNR in dB
+(per-symbol, ``snr_db = 10 log10(1 / s2)`` with unit symbol energy) and a noise generator
+to received embeddings ``z_hat`` [N, D]. All of them power-normalise every frame to
+``(1/k) sum |x_i|^2 = 1`` and add ``CN(0, s2)`` noise (:mod:`semclip_models.channel`).
+
+- :class:`UpperBound`: no channel, ``z_hat = z``.
+- :class:`ClipFt`: the embedding sent uncoded as ``D/2`` complex symbols (paper's CLIP-FT);
+  the receiver re-normalises ``y``. With ``match_energy_k`` the per-symbol SNR is lowered
+  by ``10 log10(D / (2k))``, so that the *energy per image* equals that of a k-symbol code.
+- :class:`LinearScheme`: the first 2k principal components, power-normalised, and the
+  SNR-aware linear MMSE receiver (:class:`semclip_models.jscc.LinearCode`).
+- :class:`TorchJscc`: a trained JSCC checkpoint (SemCLIP w/o TAPL, or w/o TAPL and AF).
+- :class:`OnnxJscc`: the JSCC encoder/decoder ONNX pair of a bundle (what the link runs).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch.nn import functional as F
+
+from . import channel, jscc
+
+
+class Scheme:
+    """``z`` [N, D] float tensor, SNR (dB), generator -> ``z_hat`` [N, D]."""
+
+    name: str = "scheme"
+    #: complex channel uses per image (None: no channel)
+    k: int | None = None
+
+    def __call__(
+        self, z: torch.Tensor, snr_db: float, gen: torch.Generator
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class UpperBound(Scheme):
+    name = "upper_bound"
+
+    def __call__(self, z, snr_db, gen):
+        return z
+
+
+class ClipFt(Scheme):
+    """Uncoded embedding, ``D/2`` channel uses, optionally at the energy of k uses."""
+
+    def __init__(self, embed_dim: int, match_energy_k: int | None = None):
+        if embed_dim % 2:
+            raise ValueError(f"embedding dimension {embed_dim} is odd")
+        self.k = embed_dim // 2
+        self.match_energy_k = match_energy_k
+        self.offset_db = 0.0
+        if match_energy_k is not None:
+            self.offset_db = 10.0 * math.log10(embed_dim / (2.0 * match_energy_k))
+        self.name = "clip_ft" if match_energy_k is None else "clip_ft_same_energy"
+
+    def __call__(self, z, snr_db, gen):
+        x = channel.power_normalise(z)
+        y = channel.awgn(x, snr_db - self.offset_db, gen)
+        return F.normalize(y, dim=-1)
+
+
+class LinearScheme(Scheme):
+    name = "linear"
+
+    def __init__(self, code: jscc.LinearCode):
+        self.code = code
+        self.k = code.k
+
+    def __call__(self, z, snr_db, gen):
+        snr = torch.full((len(z), 1), float(snr_db))
+        y, _ = channel.transmit(self.code.encode(z), snr, gen)
+        return self.code.decode(y, snr)
+
+
+class TorchJscc(Scheme):
+    def __init__(self, path: Path, name: str = "semclip_no_tapl"):
+        self.model, _, self.meta = jscc.load_checkpoint(path)
+        self.k = self.model.k
+        self.name = name
+
+    @torch.no_grad()
+    def __call__(self, z, snr_db, gen):
+        return self.model(z, torch.full((len(z), 1), float(snr_db)), gen)
+
+
+class OnnxJscc(Scheme):
+    """The bundle's ONNX encoder, the link's power normalisation and AWGN, the decoder."""
+
+    def __init__(
+        self, encoder: Path, decoder: Path, k: int, name: str = "semclip_no_tapl"
+    ):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        cpu = ["CPUExecutionProvider"]
+        self.encoder = ort.InferenceSession(str(encoder), opts, providers=cpu)
+        self.decoder = ort.InferenceSession(str(decoder), opts, providers=cpu)
+        self.k = k
+        self.name = name
+
+    def encode(self, z: np.ndarray, snr: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"z": z, "snr_db": snr})[0]
+
+    def decode(self, y: np.ndarray, snr: np.ndarray) -> np.ndarray:
+        return self.decoder.run(None, {"symbols": y, "snr_db": snr})[0]
+
+    def __call__(self, z, snr_db, gen):
+        snr = np.full((len(z), 1), float(snr_db), dtype=np.float32)
+        symbols = torch.from_numpy(self.encode(z.numpy().astype(np.float32), snr))
+        y = channel.awgn(channel.power_normalise(symbols), snr_db, gen)
+        return torch.from_numpy(self.decode(y.numpy().astype(np.float32), snr))

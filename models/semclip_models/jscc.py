@@ -1,0 +1,256 @@
+"""SNR-adaptive JSCC of image embeddings (SemCLIP stage 1, paper Sec. III-B).
+
+The encoder maps an L2-normalised image embedding ``z`` [N, D] and the channel SNR in dB
+to 2k reals, i.e. k complex channel uses interleaved as ``(re, im)``; the link then
+power-normalises them to ``(1/k) sum |x_i|^2 = 1`` (see :mod:`semclip_models.channel`).
+The decoder maps the received 2k reals and the SNR to ``z_hat`` [N, D], L2-normalised.
+
+Each side is a *linear path plus a learned residual*:
+
+- The linear path is initialised to the linear baseline (:class:`LinearCode`): the
+  projection on the first 2k principal components of the centred embeddings, and at the
+  receiver the SNR-aware linear MMSE estimate of those components, mapped back to the
+  embedding space. At initialisation the JSCC code therefore *is* the linear baseline.
+- The residual is a small MLP with attention-feature (AF) modules (as ADJSCC): the
+  features and the SNR are concatenated, a small MLP with a sigmoid produces a
+  per-feature scale that multiplies the features. Its last layer starts at zero, so
+  training can only move away from the linear baseline when the loss improves.
+
+Without AF (``use_af=False``) the residual ignores the SNR; this is the ablation
+"SemCLIP w/o TAPL and AF", trained at one SNR per model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import channel
+
+#: SNR range (dB) that the SNR-adaptive models are trained on, per-sample uniform.
+SNR_TRAIN_RANGE_DB = (-15.0, 20.0)
+
+#: Scale applied to the SNR in dB before it enters a network (keeps inputs near 1).
+SNR_INPUT_SCALE = 1.0 / 20.0
+
+
+@dataclass
+class LinearCode:
+    """Linear baseline at k channel uses: PCA projection and SNR-aware LMMSE receiver.
+
+    Transmitter: ``s = (z - mean) @ components`` (2k reals), power-normalised by the link.
+    Receiver: the link scales each frame by ``c = sqrt(k / ||s||^2)``, so it receives
+    ``y = c * s + n``. The per-component linear MMSE estimate is
+    ``s_hat_i = a_i / (b_i + s2 / 2) * y_i`` with ``a_i = E[c s_i^2]`` and
+    ``b_i = E[c^2 s_i^2]`` measured on the fitting data (the cross terms vanish to first
+    order because the principal components are uncorrelated); then
+    ``z_hat = normalise(mean + components @ s_hat)``.
+    """
+
+    mean: np.ndarray  # [D]
+    components: np.ndarray  # [D, 2k], orthonormal columns, by decreasing variance
+    a: np.ndarray  # [2k]
+    b: np.ndarray  # [2k]
+
+    @property
+    def k(self) -> int:
+        return self.components.shape[1] // 2
+
+    @classmethod
+    def fit(cls, z: np.ndarray, k: int) -> "LinearCode":
+        """Fit on embeddings ``z`` [N, D] (float) for k complex channel uses."""
+        if z.ndim != 2:
+            raise ValueError(f"embeddings must be [N, D], got {z.shape}")
+        if 2 * k > z.shape[1]:
+            raise ValueError(
+                f"2k = {2 * k} exceeds the embedding dimension {z.shape[1]}"
+            )
+        z = z.astype(np.float64)
+        mean = z.mean(axis=0)
+        centred = z - mean
+        cov = centred.T @ centred / len(z)
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1][: 2 * k]
+        components = eigvec[:, order]
+        s = centred @ components
+        c = np.sqrt(k / np.maximum((s**2).sum(axis=1, keepdims=True), 1e-12))
+        a = (c * s**2).mean(axis=0)
+        b = (c**2 * s**2).mean(axis=0)
+        return cls(
+            mean.astype(np.float32),
+            components.astype(np.float32),
+            a.astype(np.float32),
+            b.astype(np.float32),
+        )
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """``[N, D]`` -> ``[N, 2k]`` reals, not power-normalised."""
+        return (z - torch.from_numpy(self.mean)) @ torch.from_numpy(self.components)
+
+    def decode(self, y: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        """Received ``[N, 2k]`` and SNR ``[N, 1]`` dB -> L2-normalised ``z_hat`` [N, D]."""
+        gain = lmmse_gain(torch.from_numpy(self.a), torch.from_numpy(self.b), snr_db)
+        s_hat = gain * y
+        z = torch.from_numpy(self.mean) + s_hat @ torch.from_numpy(self.components).T
+        return F.normalize(z, dim=-1)
+
+
+def lmmse_gain(a: torch.Tensor, b: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+    """Per-component LMMSE gain ``a / (b + s2/2)`` for SNR ``[N, 1]`` dB -> ``[N, 2k]``."""
+    half_var = torch.pow(10.0, -snr_db / 10.0) / 2.0
+    return a / (b + half_var)
+
+
+class AttentionFeature(nn.Module):
+    """AF module: features ++ SNR -> MLP -> sigmoid -> per-feature scale of the features."""
+
+    def __init__(self, width: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(16, width // 4)
+        self.net = nn.Sequential(
+            nn.Linear(width + 1, hidden), nn.ReLU(), nn.Linear(hidden, width)
+        )
+
+    def forward(self, features: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        scale = torch.sigmoid(
+            self.net(torch.cat([features, snr_db * SNR_INPUT_SCALE], -1))
+        )
+        return features * scale
+
+
+class ResidualMLP(nn.Module):
+    """Two dense layers, each followed by an AF module (or none), and a zero-init output."""
+
+    def __init__(self, d_in: int, width: int, d_out: int, use_af: bool):
+        super().__init__()
+        self.use_af = use_af
+        self.fc1 = nn.Linear(d_in + (1 if use_af else 0), width)
+        self.fc2 = nn.Linear(width, width)
+        self.out = nn.Linear(width, d_out)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        if use_af:
+            self.af1 = AttentionFeature(width)
+            self.af2 = AttentionFeature(width)
+
+    def forward(self, x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        if self.use_af:
+            h = F.gelu(self.fc1(torch.cat([x, snr_db * SNR_INPUT_SCALE], -1)))
+            h = self.af1(h, snr_db)
+            h = self.af2(F.gelu(self.fc2(h)), snr_db)
+        else:
+            h = F.gelu(self.fc2(F.gelu(self.fc1(x))))
+        return self.out(h)
+
+
+class JsccEncoder(nn.Module):
+    """``z`` [N, D], ``snr_db`` [N, 1] -> ``symbols`` [N, 2k] (before power normalisation)."""
+
+    def __init__(self, linear: LinearCode, width: int = 256, use_af: bool = True):
+        super().__init__()
+        d, two_k = linear.components.shape
+        self.linear = nn.Linear(d, two_k)
+        with torch.no_grad():
+            w = torch.from_numpy(linear.components)
+            self.linear.weight.copy_(w.T)
+            self.linear.bias.copy_(-(torch.from_numpy(linear.mean) @ w))
+        self.residual = ResidualMLP(d, width, two_k, use_af)
+
+    def forward(self, z: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        return self.linear(z) + self.residual(z, snr_db)
+
+
+class JsccDecoder(nn.Module):
+    """Received ``symbols`` [N, 2k], ``snr_db`` [N, 1] -> ``z_hat`` [N, D] L2-normalised."""
+
+    def __init__(self, linear: LinearCode, width: int = 256, use_af: bool = True):
+        super().__init__()
+        d, two_k = linear.components.shape
+        # LMMSE gains a / (b + s2/2), kept positive through a log parameterisation.
+        self.log_a = nn.Parameter(torch.from_numpy(np.log(linear.a)).clone())
+        self.log_b = nn.Parameter(torch.from_numpy(np.log(linear.b)).clone())
+        self.linear = nn.Linear(two_k, d)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.from_numpy(linear.components))
+            self.linear.bias.copy_(torch.from_numpy(linear.mean))
+        self.residual = ResidualMLP(two_k, width, d, use_af)
+
+    def forward(self, symbols: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        s_hat = lmmse_gain(self.log_a.exp(), self.log_b.exp(), snr_db) * symbols
+        z = self.linear(s_hat) + self.residual(s_hat, snr_db)
+        return F.normalize(z, dim=-1)
+
+
+class Jscc(nn.Module):
+    """Encoder, channel and decoder of one k, as trained end to end."""
+
+    def __init__(self, linear: LinearCode, width: int = 256, use_af: bool = True):
+        super().__init__()
+        self.k = linear.k
+        self.use_af = use_af
+        self.width = width
+        self.encoder = JsccEncoder(linear, width, use_af)
+        self.decoder = JsccDecoder(linear, width, use_af)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        snr_db: torch.Tensor,
+        generator: torch.Generator | None = None,
+        fading: str = "awgn",
+    ) -> torch.Tensor:
+        """Send ``z`` [N, D] at ``snr_db`` [N, 1] and return ``z_hat`` [N, D]."""
+        symbols = self.encoder(z, snr_db)
+        received, snr_rx = channel.transmit(symbols, snr_db, generator, fading)
+        return self.decoder(received, snr_rx)
+
+
+def info_nce(z: torch.Tensor, z_hat: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Eq. 7: symmetric InfoNCE between transmitted and received embeddings of a batch."""
+    logits = F.normalize(z_hat, dim=-1) @ F.normalize(z, dim=-1).T / temperature
+    labels = torch.arange(len(z), device=z.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def stage1_loss(
+    z: torch.Tensor, z_hat: torch.Tensor, temperature: float, recon_weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 7 plus ``recon_weight * mean(1 - cos(z, z_hat))``."""
+    contrastive = info_nce(z, z_hat, temperature)
+    recon = (1.0 - F.cosine_similarity(z, z_hat, dim=-1)).mean()
+    total = contrastive + recon_weight * recon
+    return total, {
+        "info_nce": float(contrastive.detach()),
+        "recon": float(recon.detach()),
+    }
+
+
+def save_checkpoint(path, model: Jscc, linear: LinearCode, meta: dict) -> None:
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "linear": {
+                "mean": linear.mean,
+                "components": linear.components,
+                "a": linear.a,
+                "b": linear.b,
+            },
+            "width": model.width,
+            "use_af": model.use_af,
+            "meta": meta,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path) -> tuple[Jscc, LinearCode, dict]:
+    ckpt = torch.load(path, weights_only=False)
+    linear = LinearCode(**ckpt["linear"])
+    model = Jscc(linear, ckpt["width"], ckpt["use_af"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, linear, ckpt["meta"]

@@ -1,0 +1,216 @@
+"""Stage 2: train TAPL (meta-net + context vectors) on received embeddings, JSCC frozen.
+
+Every step draws base-class training embeddings (clean and augmented views of train/
+minus its validation part), one SNR per sample uniform over the JSCC's training range,
+sends them through the bundle's JSCC ONNX pair of the default k (power normalisation and
+AWGN in between, exactly as the link does), and minimises Eq. 8: the cross-entropy of
+``logit_scale * cos(z_hat, t_c)`` over the base classes, where ``t_c`` comes from the
+transmission-aware prompts (:mod:`semclip_models.tapl`). Only the meta-net and the
+context vectors learn; the text encoder and the JSCC are frozen.
+
+Every image has its own prompts, so a step costs ``batch x base classes`` text-encoder
+passes (forward and backward): ``--steps`` x ``--batch`` sets the CPU time.
+
+Usage::
+
+    python -m semclip_models.train_tapl --bundle bundles/tiny-lit \\
+        --data ../shared/data/cifar10 --export
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch.nn import functional as F
+
+from . import bundle as bundle_io
+from . import data, jscc, tapl
+from .baselines import OnnxJscc
+from .evaluate import RUNS_DIR, train_embeddings
+from .text_tower import MiniLMText
+from .train_jscc import split_training_set
+
+CKPT_DIR = RUNS_DIR / "tapl"
+
+
+def bundle_jscc(bundle_dir: Path, k: int | None = None) -> OnnxJscc:
+    """The bundle's JSCC ONNX pair for k (default: the manifest's default_k)."""
+    manifest = bundle_io.read_manifest(bundle_dir)
+    k = int(manifest.get("default_k", 8)) if k is None else k
+    for entry in manifest.get("jscc") or []:
+        if int(entry["k"]) == k:
+            return OnnxJscc(
+                Path(bundle_dir) / entry["encoder"],
+                Path(bundle_dir) / entry["decoder"],
+                k,
+            )
+    raise bundle_io.BundleError(
+        f"no JSCC entry for k={k} in {bundle_dir}; run train_jscc"
+    )
+
+
+def base_labels(labels: np.ndarray, base: list[str]) -> np.ndarray:
+    """CIFAR label indices -> indices into the base-class list."""
+    lookup = {data.CLASSES.index(c): i for i, c in enumerate(base)}
+    return np.array([lookup[int(x)] for x in labels], dtype=np.int64)
+
+
+def export_tapl(model: tapl.Tapl, out_dir: Path) -> float:
+    """Write tapl_meta_net.onnx and tapl_context.f32; return the ONNX parity error."""
+    path = Path(out_dir) / "tapl_meta_net.onnx"
+    z = F.normalize(torch.randn(5, model.meta_net.fc1.in_features), dim=-1)
+    with torch.no_grad():
+        torch.onnx.export(
+            model.meta_net,
+            (z,),
+            str(path),
+            input_names=["z_hat"],
+            output_names=["ctx_bias"],
+            dynamic_axes={"z_hat": {0: "N"}, "ctx_bias": {0: "N"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        want = model.meta_net(z).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"z_hat": z.numpy()}
+    )[0]
+    diff = float(np.abs(got - want).max())
+    if not diff <= 1e-4:
+        raise RuntimeError(f"TAPL meta-net ONNX differs from torch by {diff:.2e}")
+    bundle_io.write_f32(Path(out_dir) / "tapl_context.f32", tapl.context_array(model))
+    return diff
+
+
+@torch.no_grad()
+def accuracy(
+    model, z_hat: torch.Tensor, labels: torch.Tensor, prompts, chunk=100
+) -> float:
+    hits = 0
+    for i in range(0, len(z_hat), chunk):
+        hits += int(
+            (
+                model.logits(z_hat[i : i + chunk], prompts).argmax(1)
+                == labels[i : i + chunk]
+            ).sum()
+        )
+    return hits / len(z_hat)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--k", type=int, default=None, help="JSCC k (default: default_k)")
+    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-images", type=int, default=300)
+    p.add_argument("--export", action="store_true")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(1)
+    command = "python -m semclip_models.train_tapl " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    manifest = bundle_io.read_manifest(args.bundle)
+    base, _ = data.base_new_split()
+    link = bundle_jscc(args.bundle, args.k)
+    emb = train_embeddings(args.bundle, args.data, args.views, seed=0)
+    train = ~emb["is_val"]
+    z_train = np.concatenate(
+        [emb["z_clean"][train], *emb["z_aug"][train].transpose(1, 0, 2)]
+    )
+    y_train = np.concatenate([emb["labels"][train]] * (1 + args.views))
+    y_train = base_labels(y_train, base)
+    z_val = torch.from_numpy(emb["z_clean"][emb["is_val"]][: args.val_images])
+    y_val = torch.from_numpy(
+        base_labels(emb["labels"][emb["is_val"]][: args.val_images], base)
+    )
+
+    text = MiniLMText()
+    model = tapl.Tapl(text, manifest["embed_dim"], manifest["logit_scale"])
+    prompts = tapl.PromptTokens(text, base)
+    params = [model.context, *model.meta_net.parameters()]
+    opt = torch.optim.Adam(params, lr=args.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
+    gen = torch.Generator().manual_seed(args.seed)
+    lo, hi = jscc.SNR_TRAIN_RANGE_DB
+
+    t0 = time.time()
+    for step in range(args.steps):
+        idx = torch.randint(0, len(z_train), (args.batch,), generator=gen)
+        snr = float(lo + (hi - lo) * torch.rand((), generator=gen))
+        z_hat = link(torch.from_numpy(z_train[idx.numpy()]), snr, gen)
+        loss = F.cross_entropy(
+            model.logits(z_hat, prompts), torch.from_numpy(y_train[idx.numpy()])
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            print(
+                f"step {step}/{args.steps} loss {float(loss.detach()):.4f} "
+                f"({(time.time() - t0) / (step + 1):.2f} s/step)",
+                flush=True,
+            )
+
+    # Validation: base-class accuracy with and without TAPL on held-out train images.
+    plain = tapl.Tapl(text, manifest["embed_dim"], manifest["logit_scale"])
+    val = {}
+    for snr in (-15.0, -5.0, 5.0):
+        z_hat = link(z_val, snr, torch.Generator().manual_seed(7))
+        val[snr] = (
+            accuracy(model, z_hat, y_val, prompts),
+            accuracy(plain, z_hat, y_val, prompts),
+        )
+        print(
+            f"val base acc at {snr:+.0f} dB: TAPL {val[snr][0]:.3f}, template {val[snr][1]:.3f}"
+        )
+
+    CKPT_DIR.mkdir(parents=True, exist_ok=True)
+    state = {n: v for n, v in model.state_dict().items() if not n.startswith("text.")}
+    meta = {
+        "command": command,
+        "k": link.k,
+        "seed": args.seed,
+        "steps": args.steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "train_seconds": round(time.time() - t0, 1),
+        "val_base_acc": {
+            str(s): {"tapl": a, "template": b} for s, (a, b) in val.items()
+        },
+    }
+    torch.save({"state_dict": state, "meta": meta}, CKPT_DIR / "tapl.pt")
+
+    if args.export:
+        diff = export_tapl(model, args.bundle)
+        print(
+            f"exported tapl_meta_net.onnx, tapl_context.f32 (ONNX max |diff| {diff:.1e})"
+        )
+        bundle_io.set_tapl(
+            args.bundle,
+            {
+                "meta_net": "tapl_meta_net.onnx",
+                "context": "tapl_context.f32",
+                "n_ctx": tapl.N_CTX,
+                "placeholder": tapl.PLACEHOLDER,
+                "context_start": tapl.CONTEXT_START,
+            },
+        )
+        bundle_io.add_provenance(args.bundle, "commands", command)
+        bundle_io.add_provenance(args.bundle, "tapl", meta)
+
+
+if __name__ == "__main__":
+    main()
