@@ -133,6 +133,32 @@ def train_embeddings(
     return out
 
 
+#: Clean base-class train images on which the evaluation fits the linear baseline.
+LINEAR_FIT_IMAGES = 10_000
+
+
+def fit_embeddings(bundle_dir: Path, data_root: Path, log=print) -> np.ndarray:
+    """Clean embeddings of a seeded subsample of ``LINEAR_FIT_IMAGES`` base-class images
+    of train/ (validation part excluded): the data the linear baseline is fitted on."""
+    path = _cache_dir(bundle_dir) / f"fit_base_{LINEAR_FIT_IMAGES}.npy"
+    if path.is_file():
+        return np.load(path)
+    images, labels = data.load_cifar(Path(data_root), "train")
+    train_idx, _ = data.train_val_indices(len(images))
+    base, _ = data.base_new_split()
+    pool = train_idx[np.isin(labels[train_idx], [data.CLASSES.index(c) for c in base])]
+    pick = np.sort(
+        np.random.default_rng(0).choice(pool, LINEAR_FIT_IMAGES, replace=False)
+    )
+    t0 = time.time()
+    z = _embed_uint8(ort_session(image_encoder_path(bundle_dir)), images[pick], None)
+    log(
+        f"embedded {len(pick)} train images for the linear fit in {time.time() - t0:.0f} s"
+    )
+    np.save(path, z)
+    return z
+
+
 def test_embeddings(
     bundle_dir: Path, data_root: Path, log=print
 ) -> dict[str, np.ndarray]:
@@ -169,3 +195,284 @@ def test_embeddings(
     np.savez(tmp, **out)
     tmp.replace(path)
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Metrics
+
+
+def zero_shot_accuracy(
+    z_hat: torch.Tensor, labels: np.ndarray, text: torch.Tensor, classes: list[int]
+) -> float:
+    """Top-1 accuracy over the images whose label is in ``classes``, choosing among them.
+
+    ``text`` [10, D] holds the class features of all CIFAR-10 classes (index = label).
+    """
+    keep = np.isin(labels, classes)
+    if not keep.any():
+        raise ValueError("no test image belongs to the requested classes")
+    logits = F.normalize(z_hat[torch.from_numpy(keep)], dim=-1) @ text[classes].T
+    pred = np.asarray(classes)[logits.argmax(1).numpy()]
+    return float((pred == labels[keep]).mean())
+
+
+def retrieval_accuracy(z_hat_query: torch.Tensor, z_gallery: torch.Tensor) -> float:
+    """Top-1: query i (a received augmented view) should find gallery item i."""
+    sims = F.normalize(z_hat_query, dim=-1) @ F.normalize(z_gallery, dim=-1).T
+    return float((sims.argmax(1) == torch.arange(len(z_gallery))).float().mean())
+
+
+# --------------------------------------------------------------------------------------
+# The grid
+
+
+@dataclass
+class Grid:
+    name: str
+    snrs: list[float]
+    draws: int
+    test_images: int | None  # None: all 10,000
+    tapl_images: int  # per task (new-class and all-class subsets), per SNR
+    tapl_draws: int
+    extra_seeds: bool  # include JSCC checkpoints of more seeds and the no-AF models
+
+
+GRIDS = {
+    "full": Grid("full", SNR_GRID_FULL, 3, None, 500, 2, True),
+    "reduced": Grid("reduced", SNR_GRID_REDUCED, 1, 2000, 100, 1, False),
+}
+
+
+def _noise_gen(draw: int, snr: float, salt: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(100_000 * draw + 1_000 * salt + int(snr + 100))
+
+
+def _stratified(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Indices of a class-balanced random subset of n images (all when n is None)."""
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per = n // len(classes)
+    idx = [rng.choice(np.flatnonzero(labels == c), per, replace=False) for c in classes]
+    return np.sort(np.concatenate(idx))
+
+
+def _schemes(bundle_dir: Path, manifest: dict, z_fit: np.ndarray, grid: Grid, log):
+    """(scheme, seed, only_snr) triples to evaluate; only_snr for per-SNR models."""
+    from . import baselines, jscc
+    from .train_jscc import checkpoint_path
+
+    d = int(manifest["embed_dim"])
+    out: list[tuple[baselines.Scheme, int | None, float | None]] = [
+        (baselines.UpperBound(), None, None),
+        (baselines.ClipFt(d), None, None),
+    ]
+    default_k = int(manifest.get("default_k", 8))
+    for entry in manifest.get("jscc") or []:
+        k = int(entry["k"])
+        out.append((baselines.ClipFt(d, match_energy_k=k), None, None))
+        out.append((baselines.LinearScheme(jscc.LinearCode.fit(z_fit, k)), None, None))
+        onnx = baselines.OnnxJscc(
+            Path(bundle_dir) / entry["encoder"], Path(bundle_dir) / entry["decoder"], k
+        )
+        out.append((onnx, 0, None))
+        if not grid.extra_seeds or k != default_k:
+            continue
+        for seed in (1, 2):
+            path = checkpoint_path(k, seed)
+            if path.is_file():
+                out.append((baselines.TorchJscc(path), seed, None))
+            else:
+                log(f"note: no checkpoint {path}; seed {seed} left out")
+        for snr in grid.snrs:
+            path = checkpoint_path(k, 0, snr)
+            if path.is_file():
+                out.append((baselines.TorchJscc(path, "semclip_no_tapl_no_af"), 0, snr))
+            else:
+                log(
+                    f"note: no checkpoint {path}; no-AF model at {snr:+.0f} dB left out"
+                )
+    return out
+
+
+def _tapl_rows(bundle_dir, manifest, test, text_model, grid: Grid, log) -> list[dict]:
+    """SemCLIP with TAPL (and, on the same images and noise, without), default k."""
+    from . import tapl
+    from .train_tapl import bundle_jscc
+
+    info = manifest.get("tapl")
+    if not info:
+        log("note: the bundle has no TAPL; SemCLIP (with TAPL) rows left out")
+        return []
+    model = tapl.Tapl(
+        text_model, int(manifest["embed_dim"]), float(manifest["logit_scale"])
+    )
+    context = bundle_io.read_f32(
+        Path(bundle_dir) / info["context"], (int(info["n_ctx"]), text_model.width)
+    )
+    with torch.no_grad():
+        model.context.copy_(torch.from_numpy(context))
+    meta_net = ort_session(Path(bundle_dir) / info["meta_net"])
+    plain = tapl.Tapl(
+        text_model, int(manifest["embed_dim"]), float(manifest["logit_scale"])
+    )
+    link = bundle_jscc(bundle_dir)
+    base, new = data.base_new_split()
+    rows = []
+    tasks = {
+        "acc_new": [data.CLASSES.index(c) for c in new],
+        "acc_all": list(range(len(data.CLASSES))),
+    }
+    for task, classes in tasks.items():
+        pool = np.flatnonzero(np.isin(test["labels"], classes))
+        idx = pool[_stratified(test["labels"][pool], grid.tapl_images, seed=5)]
+        z = torch.from_numpy(test["z"][idx])
+        labels = test["labels"][idx]
+        prompts = tapl.PromptTokens(text_model, [data.CLASSES[c] for c in classes])
+        for snr in grid.snrs:
+            for draw in range(grid.tapl_draws):
+                z_hat = link(z, snr, _noise_gen(draw, snr, salt=7))
+                bias = torch.from_numpy(
+                    meta_net.run(None, {"z_hat": z_hat.numpy().astype(np.float32)})[0]
+                )
+                for name, m, b in (
+                    ("semclip", model, bias),
+                    ("semclip_no_tapl_sub", plain, None),
+                ):
+                    with torch.no_grad():
+                        hits = 0
+                        for i in range(0, len(z_hat), 100):
+                            bb = None if b is None else b[i : i + 100]
+                            pred = (
+                                m.logits(z_hat[i : i + 100], prompts, bb)
+                                .argmax(1)
+                                .numpy()
+                            )
+                            hits += int(
+                                (np.asarray(classes)[pred] == labels[i : i + 100]).sum()
+                            )
+                    rows.append(
+                        dict(
+                            method=name,
+                            k=link.k,
+                            seed=0,
+                            snr_db=snr,
+                            draw=draw,
+                            task=task,
+                            value=hits / len(z_hat),
+                            n=len(z_hat),
+                        )
+                    )
+        log(f"TAPL rows for {task} done ({len(idx)} images)")
+    return rows
+
+
+def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
+    from .text_tower import MiniLMText
+
+    t_start = time.time()
+    torch.set_num_threads(1)
+    manifest = bundle_io.read_manifest(bundle_dir)
+    if not manifest.get("jscc"):
+        raise bundle_io.BundleError(
+            f"{bundle_dir} has no JSCC entries; run train_jscc first"
+        )
+    base, new = data.base_new_split()
+    test = test_embeddings(bundle_dir, data_root, log)
+    z_fit = fit_embeddings(bundle_dir, data_root, log)
+
+    text_model = MiniLMText()
+    template = manifest["text"].get("default_template", "a photo of a {}.")
+    text = text_model.encode_texts([template.format(c) for c in data.CLASSES])
+    new_idx = [data.CLASSES.index(c) for c in new]
+    all_idx = list(range(len(data.CLASSES)))
+
+    sub = _stratified(test["labels"], grid.test_images, seed=3)
+    z_test = torch.from_numpy(test["z"][sub])
+    labels = test["labels"][sub]
+    z_query = torch.from_numpy(test["z_query"])
+    z_gallery = torch.from_numpy(test["z"][test["gallery"]])
+
+    rows: list[dict] = []
+    schemes = _schemes(bundle_dir, manifest, z_fit, grid, log)
+    for scheme, seed, only_snr in schemes:
+        for snr in grid.snrs:
+            if only_snr is not None and snr != only_snr:
+                continue
+            draws = 1 if scheme.name == "upper_bound" else grid.draws
+            for draw in range(draws):
+                z_hat = scheme(z_test, snr, _noise_gen(draw, snr))
+                z_hat_q = scheme(z_query, snr, _noise_gen(draw, snr, salt=1))
+                values = {
+                    "acc_new": zero_shot_accuracy(z_hat, labels, text, new_idx),
+                    "acc_all": zero_shot_accuracy(z_hat, labels, text, all_idx),
+                    "retrieval": retrieval_accuracy(z_hat_q, z_gallery),
+                }
+                for task, value in values.items():
+                    rows.append(
+                        dict(
+                            method=scheme.name,
+                            k=scheme.k,
+                            seed=seed,
+                            snr_db=snr,
+                            draw=draw,
+                            task=task,
+                            value=value,
+                            n=len(z_hat),
+                        )
+                    )
+        log(
+            f"{scheme.name} k={scheme.k} seed={seed} done ({time.time() - t_start:.0f} s)"
+        )
+    rows += _tapl_rows(bundle_dir, manifest, test, text_model, grid, log)
+
+    return {
+        "bundle": manifest["id"],
+        "bundle_version": manifest.get("version"),
+        "random_init": manifest.get("random_init", False),
+        "image_encoder_sha256": bundle_io.sha256_file(image_encoder_path(bundle_dir)),
+        "grid": grid.__dict__,
+        "split": {"seed": data.SPLIT_SEED, "base_classes": base, "new_classes": new},
+        "default_k": int(manifest.get("default_k", 8)),
+        "ks": [int(e["k"]) for e in manifest["jscc"]],
+        "embed_dim": int(manifest["embed_dim"]),
+        "image_pixels": 32 * 32 * 3,
+        "template": template,
+        "test_images": len(sub),
+        "retrieval_gallery": int(len(z_gallery)),
+        "rows": rows,
+        "seconds": round(time.time() - t_start, 1),
+        "host": platform.platform(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description="Evaluate a bundle's link on CIFAR-10 test/."
+    )
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="CIFAR-10 folder")
+    p.add_argument("--out", type=Path, required=True, help="report directory")
+    p.add_argument("--grid", choices=sorted(GRIDS), default="full")
+    args = p.parse_args(argv)
+
+    command = "python -m semclip_models.evaluate " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    result = run(args.bundle, args.data, GRIDS[args.grid])
+    result["command"] = command
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "results.json" if args.grid == "full" else f"results_{args.grid}.json"
+    (args.out / name).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out / name} in {result['seconds']} s")
+
+    from . import report
+
+    report.write(
+        result, args.out, suffix="" if args.grid == "full" else f"_{args.grid}"
+    )
+
+
+if __name__ == "__main__":
+    main()
