@@ -222,6 +222,16 @@ up_s="$(since "$t_up")"
 echo "all three healthy $up_s s after compose up ($states)"
 ok "stack healthy"
 
+for pair in transmitter:$SEMCLIP_TRANSMITTER_METRICS_PORT channel-sim:$SEMCLIP_CHANNEL_METRICS_PORT \
+    receiver:$SEMCLIP_RECEIVER_METRICS_PORT; do
+    if curl -fsS --max-time 5 "http://127.0.0.1:${pair#*:}/metrics" >"$state/metrics.txt" &&
+        grep -q '^# TYPE ' "$state/metrics.txt"; then
+        ok "${pair%%:*} serves Prometheus metrics on 127.0.0.1:${pair#*:}"
+    else
+        fail "${pair%%:*}: no Prometheus metrics on 127.0.0.1:${pair#*:}"
+    fi
+done
+
 # ---------------------------------------------------------------------------------------
 step "5. drive the link with the semclip CLI"
 # ---------------------------------------------------------------------------------------
