@@ -6,17 +6,8 @@ use std::path::PathBuf;
 
 use semclip_common::config::MetricsAddr;
 use semclip_common::telemetry::LogOptions;
+use semclip_core::channel::Fading;
 use serde::{Deserialize, Serialize};
-
-/// Channel model at start-up; operators change it at run time with `Channel.SetChannel`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FadingKind {
-    /// y = x + n.
-    Awgn,
-    /// y = h x + n, h ~ CN(0, 1) drawn once per frame.
-    RayleighBlock,
-}
 
 /// Everything the channel simulator can be told.
 #[derive(Debug, Clone, clap::Parser, Serialize, Deserialize)]
@@ -68,9 +59,9 @@ pub struct Config {
     )]
     pub snr_db: f32,
 
-    /// Initial fading model.
-    #[arg(long, env = "SEMCLIP_CHANNEL_FADING", value_enum, default_value_t = FadingKind::Awgn)]
-    pub fading: FadingKind,
+    /// Initial fading model (operators change it at run time with `Channel.SetChannel`).
+    #[arg(long, env = "SEMCLIP_CHANNEL_FADING", value_enum, default_value_t = Fading::Awgn)]
+    pub fading: Fading,
 
     /// Initial seed of the noise and fading generator.
     #[arg(long, env = "SEMCLIP_CHANNEL_SEED", default_value_t = 0)]
@@ -96,6 +87,10 @@ pub struct Config {
     /// Most frames forwarded to the receiver and not yet acknowledged; further frames wait.
     #[arg(long, env = "SEMCLIP_CHANNEL_WINDOW", default_value_t = 64)]
     pub window: usize,
+
+    /// Longest wait for the receiver's acknowledgement of a frame, in milliseconds.
+    #[arg(long, env = "SEMCLIP_CHANNEL_ACK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ack_timeout_ms: u64,
 
     /// Most gRPC requests (unary calls and open streams) handled at once; excess ones get
     /// RESOURCE_EXHAUSTED.
