@@ -466,3 +466,188 @@ pub(crate) fn read_f32_file(path: &Path, len: usize) -> Result<Vec<f32>> {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A bundle directory with placeholder parts (the loader does not parse ONNX files).
+    fn fake_bundle() -> (tempfile::TempDir, serde_json::Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let parts: [(&str, Vec<u8>); 8] = [
+            ("image_encoder.onnx", b"image".to_vec()),
+            ("text_encoder.onnx", b"text".to_vec()),
+            ("tokenizer.json", b"{}".to_vec()),
+            ("token_embedding.f32", vec![0u8; 10 * 4 * 4]),
+            ("jscc_k8_encoder.onnx", b"enc".to_vec()),
+            ("jscc_k8_decoder.onnx", b"dec".to_vec()),
+            ("tapl_meta_net.onnx", b"meta".to_vec()),
+            ("tapl_context.f32", vec![1u8; 2 * 4 * 4]),
+        ];
+        let mut files = serde_json::Map::new();
+        for (name, bytes) in &parts {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+            files.insert(name.to_string(), json!(hex::encode(Sha256::digest(bytes))));
+        }
+        let manifest = json!({
+            "format_version": 1,
+            "id": "fake",
+            "version": "0.0.1",
+            "random_init": true,
+            "embed_dim": 6,
+            "logit_scale": 50.0,
+            "image": {"onnx": "image_encoder.onnx", "preprocess": {
+                "resize": 32, "interpolation": "bilinear", "crop": 32,
+                "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}},
+            "text": {"onnx": "text_encoder.onnx", "tokenizer": "tokenizer.json",
+                "token_embedding": "token_embedding.f32", "vocab_size": 10, "width": 4,
+                "max_len": 16, "pooling": "mean", "default_template": "a photo of a {}."},
+            "jscc": [{"k": 8, "encoder": "jscc_k8_encoder.onnx",
+                "decoder": "jscc_k8_decoder.onnx", "snr_train_range_db": [-15.0, 20.0]}],
+            "default_k": 8,
+            "tapl": {"meta_net": "tapl_meta_net.onnx", "context": "tapl_context.f32",
+                "n_ctx": 2, "placeholder": "X", "context_start": 1},
+            "split": {"seed": 0, "base_classes": ["a"], "new_classes": ["b"]},
+            "provenance": {},
+            "files": files,
+        });
+        (dir, manifest)
+    }
+
+    fn write(dir: &Path, manifest: &serde_json::Value) {
+        std::fs::write(
+            dir.join(MANIFEST),
+            serde_json::to_string_pretty(manifest).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn load_err(dir: &Path, manifest: &serde_json::Value) -> String {
+        write(dir, manifest);
+        Bundle::load(dir).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn valid_bundle_loads() {
+        let (dir, m) = fake_bundle();
+        write(dir.path(), &m);
+        let b = Bundle::load(dir.path()).unwrap();
+        assert_eq!(b.manifest.id, "fake");
+        assert_eq!(b.manifest.text.pooling, Pooling::Mean);
+        assert_eq!(b.jscc(8).unwrap().decoder, "jscc_k8_decoder.onnx");
+        assert!(b.jscc(4).is_none());
+        assert_eq!(b.manifest.tapl.as_ref().unwrap().n_ctx, 2);
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused() {
+        let (dir, mut m) = fake_bundle();
+        m["format_version"] = json!(2);
+        let e = load_err(dir.path(), &m);
+        assert!(
+            e.contains("format_version 2") && e.contains("manifest.json"),
+            "{e}"
+        );
+        m.as_object_mut().unwrap().remove("format_version");
+        assert!(load_err(dir.path(), &m).contains("format_version"));
+    }
+
+    #[test]
+    fn missing_or_mistyped_field_is_named() {
+        let (dir, mut m) = fake_bundle();
+        m["text"].as_object_mut().unwrap().remove("max_len");
+        let e = load_err(dir.path(), &m);
+        assert!(e.contains("text") && e.contains("max_len"), "{e}");
+
+        let (dir, mut m) = fake_bundle();
+        m["image"]["preprocess"]["interpolation"] = json!("nearest");
+        let e = load_err(dir.path(), &m);
+        assert!(e.contains("image.preprocess.interpolation"), "{e}");
+    }
+
+    #[test]
+    fn checksum_mismatch_names_the_file() {
+        let (dir, m) = fake_bundle();
+        std::fs::write(dir.path().join("jscc_k8_decoder.onnx"), b"tampered").unwrap();
+        let e = load_err(dir.path(), &m);
+        assert!(
+            e.contains("jscc_k8_decoder.onnx") && e.contains("sha256"),
+            "{e}"
+        );
+        // Presence-only loading skips the hash.
+        assert!(Bundle::load_with(dir.path(), Verify::PresenceOnly).is_ok());
+    }
+
+    #[test]
+    fn missing_part_names_the_field() {
+        let (dir, m) = fake_bundle();
+        std::fs::remove_file(dir.path().join("tapl_meta_net.onnx")).unwrap();
+        let e = load_err(dir.path(), &m);
+        assert!(
+            e.contains("tapl.meta_net") && e.contains("tapl_meta_net.onnx"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn table_size_is_checked() {
+        let (dir, mut m) = fake_bundle();
+        m["text"]["vocab_size"] = json!(11);
+        let e = load_err(dir.path(), &m);
+        assert!(
+            e.contains("text.token_embedding") && e.contains("11 x 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inconsistent_values_are_refused() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("/default_k", json!(4), "default_k"),
+            ("/image/preprocess/crop", json!(64), "crop"),
+            ("/image/preprocess/std", json!([0.2, 0.0, 0.2]), "std"),
+            ("/logit_scale", json!(-1.0), "logit_scale"),
+            (
+                "/text/default_template",
+                json!("a photo"),
+                "default_template",
+            ),
+            ("/tapl/context_start", json!(15), "tapl"),
+            (
+                "/jscc/0/encoder",
+                json!("../outside.onnx"),
+                "jscc[0].encoder",
+            ),
+        ];
+        for (pointer, value, needle) in cases {
+            let (dir, mut m) = fake_bundle();
+            *m.pointer_mut(pointer).unwrap() = value;
+            let e = load_err(dir.path(), &m);
+            assert!(e.contains(needle), "{pointer}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_directory_and_bad_json() {
+        let e = Bundle::load(Path::new("/nonexistent/bundle"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/bundle"), "{e}");
+        let (dir, _) = fake_bundle();
+        std::fs::write(dir.path().join(MANIFEST), "{ not json").unwrap();
+        let e = Bundle::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn f32_files_are_little_endian() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.f32");
+        let values = [1.5f32, -2.25, 3.0e-3];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&p, bytes).unwrap();
+        assert_eq!(read_f32_file(&p, 3).unwrap(), values);
+        assert!(read_f32_file(&p, 4).is_err());
+    }
+}
