@@ -14,8 +14,15 @@
 #     deploy/build-images.sh --base-image debian:bookworm-slim
 # (any glibc distribution at least as new as the build machine's, with libstdc++).
 #
-# Usage: deploy/build-base-image.sh [--tag TAG] [ELF...]
+# Usage: deploy/build-base-image.sh [--tag TAG] [--provided DIR]... [--from-runtime SONAME]...
+#                                   [ELF...]
 #   --tag TAG   image name (default semclip-base:local)
+#   --provided DIR
+#               libraries in DIR are shipped by the image built on this base (the CUDA
+#               image's staged libraries): ldd finds them there, and they are not copied
+#   --from-runtime SONAME
+#               a library the container runtime mounts at run time (libcuda.so.1, by the
+#               NVIDIA container toolkit): may be missing here, and is not copied
 #   ELF...      files whose libraries to include; default: the release binaries of the
 #               three daemons and the health probe, and libonnxruntime from the venv
 #               (those that exist; at least one must).
@@ -25,11 +32,21 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 docker_cmd=(${DOCKER:-docker})
 tag="semclip-base:local"
+provided=()
+from_runtime=()
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --tag)
             tag="${2:?--tag needs a value}"
+            shift 2
+            ;;
+        --provided)
+            provided+=("$(cd "${2:?--provided needs a directory}" && pwd)")
+            shift 2
+            ;;
+        --from-runtime)
+            from_runtime+=("${2:?--from-runtime needs a soname}")
             shift 2
             ;;
         -h | --help)
@@ -71,25 +88,39 @@ chmod 1777 "$rootfs/tmp"
 # `ldd` prints "name => /path (addr)" for libraries and "/path (addr)" for the loader.
 libs="$stage/libs"
 : >"$libs"
+search_path="$(IFS=:; echo "${provided[*]}")"
 for elf in "${elfs[@]}"; do
     [[ -f "$elf" ]] || { echo "build-base-image.sh: no such file: $elf" >&2; exit 1; }
-    if ! out="$(ldd "$elf" 2>&1)"; then
+    if ! out="$(LD_LIBRARY_PATH="$search_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        ldd "$elf" 2>&1)"; then
         echo "build-base-image.sh: ldd failed on $elf: $out" >&2
         exit 1
     fi
-    if grep -q "not found" <<<"$out"; then
+    missing="$(grep "not found" <<<"$out" || true)"
+    for soname in "${from_runtime[@]}"; do
+        missing="$(grep -v "^[[:space:]]*$soname => not found" <<<"$missing" || true)"
+    done
+    if [[ -n "$missing" ]]; then
         echo "build-base-image.sh: $elf needs libraries that are missing here:" >&2
-        grep "not found" <<<"$out" >&2
+        echo "$missing" >&2
         exit 1
     fi
     awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$out" >>"$libs"
+done
+for dir in "${provided[@]}"; do
+    grep -v "^$dir/" "$libs" >"$libs.kept" || true
+    mv "$libs.kept" "$libs"
 done
 
 # ONNX Runtime is opened with dlopen at run time, so it is never in a binary's ldd output;
 # its own dependencies come in through its entry among the ELF files. Add the C++ runtime
 # and the loader in any case so that the image serves an ONNX Runtime given later too.
+# The dynamic loader of this machine (which every binary built here names as its
+# interpreter), in case only shared libraries were given.
+ldd "$(type -P true)" | awk '$1 ~ /^\// { print $1 }' >>"$libs"
+cache="$(ldconfig -p)"
 for extra in libstdc++.so.6 libgcc_s.so.1 libm.so.6 libc.so.6; do
-    path="$(ldconfig -p | awk -v n="$extra" '$1 == n && /x86-64|x86_64|64bit/ { print $NF; exit }')"
+    path="$(awk -v n="$extra" '$1 == n && /x86-64|x86_64|64bit/ { print $NF; exit }' <<<"$cache")"
     if [[ -n "$path" ]]; then echo "$path" >>"$libs"; fi
 done
 
