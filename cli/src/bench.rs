@@ -1,7 +1,249 @@
-//! Placeholder.
+//! `semclip bench`: in one run on one machine, (a) raw ONNX Runtime throughput of the image
+//! encoder plus the JSCC encoder called in a loop through `semclip-core`, (b) the
+//! transmitter service's throughput through gRPC with channel simulator and receiver
+//! running in the same process, their ratio, and (c) end-to-end latency per image (Send
+//! then Classify) at 20 dB.
+//!
+//! The figures are meant as ratios: absolute numbers depend on the machine and on what else
+//! runs on it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use semclip_common::Device;
+use semclip_core::bundle::Bundle;
+use semclip_core::models::Models;
+use semclip_core::preprocess::{decode_and_preprocess, ImageLimits};
+use serde::Serialize;
+
+use crate::cluster::{LocalLink, LocalOptions};
+use crate::demo::sample_files;
+use crate::stats::Latency;
+use crate::CIFAR10_CLASSES;
+
 #[derive(Debug, Args)]
-pub struct BenchArgs {}
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub struct BenchArgs {
+    /// Model bundle to measure.
+    #[arg(long, env = "SEMCLIP_BUNDLE", default_value = "bundles/tiny-lit")]
+    pub bundle: PathBuf,
+
+    /// Folder of images sent in turn (JPEG or PNG files).
+    #[arg(long, default_value = "samples")]
+    pub images: PathBuf,
+
+    /// Images encoded in (a) and sent in (b).
+    #[arg(long, default_value_t = 400)]
+    pub throughput_images: usize,
+
+    /// Images sent and classified one after another for the latency figures (c).
+    #[arg(long, default_value_t = 200)]
+    pub latency_images: usize,
+
+    /// Concurrent Send calls in (b).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Complex channel uses per image; the bundle's default when absent.
+    #[arg(long)]
+    pub k: Option<u32>,
+
+    /// Where the models run.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Measured figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub bundle: String,
+    pub k: u32,
+    pub provider: String,
+    /// (a) images per second through image encoder + JSCC encoder on preprocessed pixels.
+    pub raw_onnx_images_per_s: f64,
+    /// (a') the same with JPEG/PNG decoding and preprocessing in the loop.
+    pub raw_with_preprocess_images_per_s: f64,
+    /// (b) images per second acknowledged by the transmitter service over gRPC.
+    pub service_images_per_s: f64,
+    pub service_concurrency: usize,
+    /// (b) / (a').
+    pub service_over_raw_with_preprocess: f64,
+    /// (b) / (a).
+    pub service_over_raw_onnx: f64,
+    /// (c) Send + Classify per image at 20 dB, one after another.
+    pub end_to_end_latency_20db: Latency,
+    /// (c) Send alone.
+    pub send_latency_20db: Latency,
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let report = measure(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// Measures (a), (b) and (c) as described in the module docs.
+pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
+    if args.throughput_images == 0 || args.latency_images == 0 || args.concurrency == 0 {
+        bail!("--throughput-images, --latency-images and --concurrency must be positive");
+    }
+    let files = sample_files(&args.images)?;
+    let images: Vec<Vec<u8>> = files
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .collect::<Result<_>>()?;
+
+    // (a) raw ONNX Runtime through the core library, in this thread.
+    semclip_core::runtime::init_ort(None)?;
+    let bundle = Bundle::load(&args.bundle)?;
+    let models = Models::load(&bundle, core_device(args.device))?;
+    let k = args.k.unwrap_or_else(|| models.default_k());
+    if !models.ks().contains(&k) {
+        bail!(
+            "bundle {} has no JSCC pair for k={k} (it has {:?})",
+            bundle.dir.display(),
+            models.ks()
+        );
+    }
+    let pre = &bundle.manifest.image.preprocess;
+    let limits = ImageLimits::default();
+    let pixels: Vec<Vec<f32>> = images
+        .iter()
+        .map(|b| decode_and_preprocess(b, pre, &limits))
+        .collect::<std::result::Result<_, _>>()?;
+    let warmup = 10.min(args.throughput_images);
+    for p in pixels.iter().cycle().take(warmup) {
+        let z = models.embed_image(p)?;
+        models.jscc_encode(k, &z, 20.0)?;
+    }
+    let started = Instant::now();
+    for p in pixels.iter().cycle().take(args.throughput_images) {
+        let z = models.embed_image(p)?;
+        std::hint::black_box(models.jscc_encode(k, &z, 20.0)?);
+    }
+    let raw = args.throughput_images as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for b in images.iter().cycle().take(args.throughput_images) {
+        let p = decode_and_preprocess(b, pre, &limits)?;
+        let z = models.embed_image(&p)?;
+        std::hint::black_box(models.jscc_encode(k, &z, 20.0)?);
+    }
+    let raw_pre = args.throughput_images as f64 / started.elapsed().as_secs_f64();
+    let provider = models.provider().to_string();
+    drop(models);
+
+    // (b) and (c) through the services, started in this process.
+    let link = LocalLink::start(LocalOptions {
+        bundle: args.bundle.clone(),
+        k: Some(k),
+        device: args.device,
+    })
+    .await?;
+    let client = link.client()?;
+    let outcome = async {
+        client.set_channel(Some(20.0), None, Some(0)).await?;
+        for (i, b) in images.iter().cycle().take(warmup).enumerate() {
+            client
+                .send_at_snr(b, &format!("bench-warmup-{i}"), 20.0)
+                .await?;
+        }
+
+        let images = Arc::new(images);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for worker in 0..args.concurrency {
+            let (client, images) = (client.clone(), images.clone());
+            let count = args.throughput_images;
+            let workers = args.concurrency;
+            tasks.push(tokio::spawn(async move {
+                for i in (worker..count).step_by(workers) {
+                    let image = images[i % images.len()].clone();
+                    client.send(image, &format!("bench-tput-{i}")).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let service = args.throughput_images as f64 / started.elapsed().as_secs_f64();
+
+        let labels: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+        let (mut send_ms, mut e2e_ms) = (Vec::new(), Vec::new());
+        for i in 0..args.latency_images {
+            let image = images[i % images.len()].clone();
+            let started = Instant::now();
+            let reply = client.send(image, &format!("bench-latency-{i}")).await?;
+            let sent = started.elapsed();
+            client.classify(&reply.message_id, &labels, &[], 1).await?;
+            send_ms.push(sent.as_secs_f64() * 1e3);
+            e2e_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        anyhow::Ok((service, Latency::of(&send_ms), Latency::of(&e2e_ms)))
+    }
+    .await;
+    link.shutdown().await?;
+    let (service, send_latency, e2e_latency) = outcome?;
+
+    Ok(BenchReport {
+        bundle: args.bundle.display().to_string(),
+        k,
+        provider,
+        raw_onnx_images_per_s: raw,
+        raw_with_preprocess_images_per_s: raw_pre,
+        service_images_per_s: service,
+        service_concurrency: args.concurrency,
+        service_over_raw_with_preprocess: service / raw_pre,
+        service_over_raw_onnx: service / raw,
+        end_to_end_latency_20db: e2e_latency,
+        send_latency_20db: send_latency,
+    })
+}
+
+/// The core library's name for the same device choice.
+fn core_device(device: Device) -> semclip_core::runtime::Device {
+    use semclip_core::runtime::Device as Core;
+    match device {
+        Device::Auto => Core::Auto,
+        Device::Cpu => Core::Cpu,
+        Device::Cuda => Core::Cuda,
+    }
+}
+
+/// The figures as text.
+pub fn render(r: &BenchReport) -> String {
+    format!(
+        "bundle {}, k={}, provider {}\n\
+         (a)  raw ONNX, image encoder + JSCC encoder:        {:9.1} images/s\n\
+         (a') the same with image decoding + preprocessing:  {:9.1} images/s\n\
+         (b)  transmitter service via gRPC ({} concurrent):   {:9.1} images/s\n\
+         ratio (b)/(a') = {:.3}, (b)/(a) = {:.3}\n\
+         (c)  at 20 dB over {} images: Send median {:.2} ms, p99 {:.2} ms; \
+         Send+Classify median {:.2} ms, p99 {:.2} ms\n",
+        r.bundle,
+        r.k,
+        r.provider,
+        r.raw_onnx_images_per_s,
+        r.raw_with_preprocess_images_per_s,
+        r.service_concurrency,
+        r.service_images_per_s,
+        r.service_over_raw_with_preprocess,
+        r.service_over_raw_onnx,
+        r.end_to_end_latency_20db.count,
+        r.send_latency_20db.median_ms,
+        r.send_latency_20db.p99_ms,
+        r.end_to_end_latency_20db.median_ms,
+        r.end_to_end_latency_20db.p99_ms,
+    )
 }
