@@ -137,6 +137,13 @@ pub fn init_ort(dylib: Option<&Path>) -> Result<()> {
     runtime(dylib).map(|_| ())
 }
 
+/// The process-wide ONNX Runtime environment (initialising it with the default search when
+/// needed), for code that drives `ort` sessions directly, such as the raw-throughput
+/// baseline of the benchmarks. Only one environment can exist per process.
+pub fn ort_environment() -> Result<&'static Environment> {
+    runtime(None).map(|rt| &rt.env)
+}
+
 /// Path of the loaded ONNX Runtime library, once [`init_ort`] has succeeded.
 pub fn loaded_dylib() -> Option<&'static Path> {
     RUNTIME.get().map(|r| r.dylib.as_path())

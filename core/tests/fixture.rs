@@ -181,7 +181,7 @@ fn template_text_features() {
         let template = case["template"].as_str().unwrap().to_string();
         let got = f
             .text
-            .template_features(&labels, &[template.clone()])
+            .template_features(&labels, std::slice::from_ref(&template))
             .unwrap();
         let want = matrix(&case["features"]);
         assert_eq!(got.len(), want.len());
