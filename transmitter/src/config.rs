@@ -70,7 +70,7 @@ pub struct Config {
 
     /// Largest encoded image accepted, in bytes.
     #[arg(long, env = "SEMCLIP_TRANSMITTER_MAX_IMAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
-    pub max_image_bytes: usize,
+    pub max_image_bytes: u64,
 
     /// Largest decoded image accepted, in pixels (width * height).
     #[arg(

@@ -1,0 +1,553 @@
+//! The `Link` (frames in) and `Receiver` (questions about them) services of the receiver.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use semclip_common::grpc::{over_limit, ConcurrencyLimit};
+use semclip_common::metrics::Metrics;
+use semclip_core::pipeline::{self, PromptKind};
+use semclip_proto::v1 as pb;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::error::to_status;
+use crate::store::{MessageStore, StoredMessage};
+
+/// What exists only once the bundle is loaded.
+pub(crate) struct Loaded {
+    /// JSCC decoders and the text side (TAPL, templates, feature cache).
+    pub(crate) pipeline: pipeline::Receiver,
+    /// Frames must carry this bundle id ...
+    pub(crate) bundle_id: String,
+    /// ... and this bundle version.
+    pub(crate) bundle_version: String,
+    /// The k the bundle has decoders for.
+    pub(crate) ks: Vec<u32>,
+}
+
+/// Limits on Classify requests, from the configuration.
+struct Limits {
+    max_labels: usize,
+    max_label_chars: usize,
+    max_templates: usize,
+    max_template_chars: usize,
+}
+
+/// State shared by all requests of the receiver.
+pub(crate) struct ReceiverState {
+    /// Set once the models are loaded (health flips to SERVING at the same time); until
+    /// then frames are refused and queries get UNAVAILABLE.
+    pub(crate) loaded: OnceLock<Loaded>,
+    /// Decoded embeddings. A plain mutex: every operation on it is a few map updates, and
+    /// no lock is held across an await or a model run.
+    store: Mutex<MessageStore>,
+    /// Every stored message, for `WatchMessages`; a watcher that lags loses the oldest.
+    arrivals: broadcast::Sender<pb::MessageInfo>,
+    /// Caps unary calls and open streams; the excess gets RESOURCE_EXHAUSTED.
+    limit: ConcurrencyLimit,
+    /// Prometheus series.
+    metrics: Metrics,
+    /// Cancelled when shutdown starts; streams stop taking new work.
+    streams: CancellationToken,
+    /// Labels ranked for every arriving message (empty: none).
+    default_labels: Vec<String>,
+    /// How many of them are reported.
+    default_top_k: usize,
+    /// Classify limits.
+    limits: Limits,
+}
+
+/// The gRPC face of [`ReceiverState`]; clones share the state.
+#[derive(Clone)]
+pub(crate) struct Service(pub(crate) Arc<ReceiverState>);
+
+impl std::ops::Deref for Service {
+    type Target = ReceiverState;
+
+    fn deref(&self) -> &ReceiverState {
+        &self.0
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn info_message(m: &StoredMessage) -> pb::MessageInfo {
+    pb::MessageInfo {
+        message_id: m.message_id.clone(),
+        k: m.k,
+        snr_db: m.snr_db,
+        received_unix_ms: m.received_unix_ms,
+        top_labels: m
+            .top_labels
+            .iter()
+            .map(|(label, p)| pb::LabelScore {
+                label: label.clone(),
+                probability: *p,
+            })
+            .collect(),
+    }
+}
+
+/// Checks the labels and templates of a Classify request against the limits.
+fn check_query(limits: &Limits, labels: &[String], templates: &[String]) -> Result<(), Status> {
+    if labels.is_empty() {
+        return Err(Status::invalid_argument("labels is empty"));
+    }
+    if labels.len() > limits.max_labels {
+        return Err(over_limit(
+            "number of labels",
+            labels.len(),
+            "max_labels",
+            limits.max_labels,
+        ));
+    }
+    for label in labels {
+        let chars = label.chars().count();
+        if label.trim().is_empty() {
+            return Err(Status::invalid_argument("a label is empty"));
+        }
+        if chars > limits.max_label_chars {
+            return Err(over_limit(
+                "a label's length in characters",
+                chars,
+                "max_label_chars",
+                limits.max_label_chars,
+            ));
+        }
+    }
+    if templates.len() > limits.max_templates {
+        return Err(over_limit(
+            "number of templates",
+            templates.len(),
+            "max_templates",
+            limits.max_templates,
+        ));
+    }
+    for template in templates {
+        let chars = template.chars().count();
+        if chars > limits.max_template_chars {
+            return Err(over_limit(
+                "a template's length in characters",
+                chars,
+                "max_template_chars",
+                limits.max_template_chars,
+            ));
+        }
+        if template.matches("{}").count() != 1 {
+            return Err(Status::invalid_argument(format!(
+                "template {template:?} must contain exactly one \"{{}}\" for the label"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl ReceiverState {
+    pub(crate) fn new(config: &Config, metrics: Metrics, streams: CancellationToken) -> Self {
+        Self {
+            loaded: OnceLock::new(),
+            store: Mutex::new(MessageStore::new(
+                config.store_max_messages,
+                std::time::Duration::from_secs(config.store_max_age_s),
+            )),
+            arrivals: broadcast::channel(256).0,
+            limit: ConcurrencyLimit::new(config.max_concurrent_requests),
+            metrics,
+            streams,
+            default_labels: config
+                .default_labels
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
+            default_top_k: config.default_top_k,
+            limits: Limits {
+                max_labels: config.max_labels,
+                max_label_chars: config.max_label_chars,
+                max_templates: config.max_templates,
+                max_template_chars: config.max_template_chars,
+            },
+        }
+    }
+
+    fn loaded(&self) -> Result<&Loaded, Status> {
+        self.loaded
+            .get()
+            .ok_or_else(|| Status::unavailable("the model bundle is still loading"))
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, MessageStore> {
+        // Store updates cannot panic half-way, so a poisoned lock is safe to reuse.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks that a frame can be decoded here; returns its k, SNR and h.
+    fn check_frame(&self, frame: &pb::SymbolFrame) -> Result<(f32, (f32, f32)), Status> {
+        let loaded = self.loaded()?;
+        if frame.bundle_id != loaded.bundle_id || frame.bundle_version != loaded.bundle_version {
+            return Err(Status::failed_precondition(format!(
+                "frame made by bundle {:?} version {:?}, this receiver serves {:?} version {:?}",
+                frame.bundle_id, frame.bundle_version, loaded.bundle_id, loaded.bundle_version
+            )));
+        }
+        if !loaded.ks.contains(&frame.k) {
+            return Err(Status::invalid_argument(format!(
+                "k = {} has no JSCC decoder in this bundle (available: {:?})",
+                frame.k, loaded.ks
+            )));
+        }
+        if frame.symbols.len() != 2 * frame.k as usize {
+            return Err(Status::invalid_argument(format!(
+                "frame has {} values, expected 2k = {}",
+                frame.symbols.len(),
+                2 * frame.k as usize
+            )));
+        }
+        if frame.message_id.is_empty() {
+            return Err(Status::invalid_argument("frame has an empty message_id"));
+        }
+        let channel = frame.channel.as_ref().ok_or_else(|| {
+            Status::invalid_argument("frame carries no channel state (it did not pass a channel)")
+        })?;
+        Ok((channel.snr_db, (channel.h_re, channel.h_im)))
+    }
+
+    /// Decodes, ranks the default labels, stores and announces one frame. Runs the models
+    /// on the blocking pool.
+    async fn receive(self: Arc<Self>, frame: pb::SymbolFrame) -> pb::FrameAck {
+        let (sequence, message_id) = (frame.sequence, frame.message_id.clone());
+        let started = Instant::now();
+        let result = match self.check_frame(&frame) {
+            Ok((snr_db, h)) => {
+                let state = self.clone();
+                tokio::task::spawn_blocking(move || state.decode_and_store(frame, snr_db, h))
+                    .await
+                    .unwrap_or_else(|e| Err(Status::internal(format!("decoding task failed: {e}"))))
+            }
+            Err(status) => Err(status),
+        };
+        self.metrics
+            .observe_request("Link.frame", started.elapsed(), &result);
+        match result {
+            Ok(()) => {
+                self.metrics.frames.with_label_values(&["accepted"]).inc();
+                debug!(%message_id, "frame decoded");
+                pb::FrameAck {
+                    sequence,
+                    message_id,
+                    accepted: true,
+                    error: String::new(),
+                    code: Code::Ok as i32,
+                }
+            }
+            Err(status) => {
+                self.metrics.frames.with_label_values(&["rejected"]).inc();
+                debug!(%message_id, "frame refused: {}", status.message());
+                pb::FrameAck {
+                    sequence,
+                    message_id,
+                    accepted: false,
+                    error: status.message().to_owned(),
+                    code: status.code() as i32,
+                }
+            }
+        }
+    }
+
+    fn decode_and_store(
+        &self,
+        frame: pb::SymbolFrame,
+        snr_db: f32,
+        h: (f32, f32),
+    ) -> Result<(), Status> {
+        let loaded = self.loaded()?;
+        let decoded = loaded
+            .pipeline
+            .decode(&frame.symbols, frame.k, snr_db, h)
+            .map_err(to_status)?;
+        self.metrics
+            .observe_stage("jscc_decode", decoded.timings.jscc_decode);
+
+        let top_labels = if self.default_labels.is_empty() {
+            Vec::new()
+        } else {
+            let c = loaded
+                .pipeline
+                .classify(
+                    &decoded.z_hat,
+                    &self.default_labels,
+                    &[],
+                    self.default_top_k,
+                )
+                .map_err(to_status)?;
+            self.metrics
+                .observe_stage("text_features", c.timings.text_features);
+            self.metrics.observe_stage("classify", c.timings.classify);
+            c.top
+        };
+
+        self.metrics.symbols.inc_by(u64::from(frame.k));
+        let stored = {
+            let mut store = self.store();
+            let stored = store.insert(
+                StoredMessage {
+                    message_id: frame.message_id,
+                    k: frame.k,
+                    snr_db,
+                    z_hat: decoded.z_hat,
+                    received_unix_ms: unix_ms(),
+                    top_labels,
+                },
+                Instant::now(),
+            );
+            self.metrics
+                .queue_depth
+                .with_label_values(&["store"])
+                .set(store.len() as i64);
+            stored
+        };
+        let _ = self.arrivals.send(info_message(&stored));
+        Ok(())
+    }
+
+    fn classify(&self, req: pb::ClassifyRequest) -> Result<pb::ClassifyReply, Status> {
+        let loaded = self.loaded()?;
+        check_query(&self.limits, &req.labels, &req.templates)?;
+        let message = self
+            .store()
+            .get(&req.message_id, Instant::now())
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no message {:?} is stored (unknown, evicted or expired)",
+                    req.message_id
+                ))
+            })?;
+        let c = loaded
+            .pipeline
+            .classify(
+                &message.z_hat,
+                &req.labels,
+                &req.templates,
+                req.top_k as usize,
+            )
+            .map_err(to_status)?;
+        self.metrics
+            .observe_stage("text_features", c.timings.text_features);
+        self.metrics.observe_stage("classify", c.timings.classify);
+        Ok(pb::ClassifyReply {
+            message_id: message.message_id.clone(),
+            labels: c
+                .top
+                .into_iter()
+                .map(|(label, probability)| pb::LabelScore { label, probability })
+                .collect(),
+            snr_db: message.snr_db,
+            prompt: match c.prompt {
+                PromptKind::Learned => pb::PromptKind::Learned,
+                PromptKind::Template => pb::PromptKind::Template,
+            } as i32,
+        })
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl pb::receiver_server::Receiver for Service {
+    async fn classify(
+        &self,
+        request: Request<pb::ClassifyRequest>,
+    ) -> Result<Response<pb::ClassifyReply>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let (id, labels) = (req.message_id.clone(), req.labels.len());
+        let result = match self.limit.try_acquire() {
+            Ok(permit) => {
+                let state = self.0.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    state.classify(req)
+                })
+                .await
+                .unwrap_or_else(|e| Err(Status::internal(format!("classify task failed: {e}"))))
+            }
+            Err(status) => Err(status),
+        };
+        self.metrics
+            .observe_request("Classify", started.elapsed(), &result);
+        debug!(message_id = %id, labels, ok = result.is_ok(), "Classify");
+        result.map(Response::new)
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesReply>, Status> {
+        let started = Instant::now();
+        let limit = request.into_inner().limit as usize;
+        let result = self
+            .limit
+            .try_acquire()
+            .map(|_permit| pb::ListMessagesReply {
+                messages: self
+                    .store()
+                    .list(limit, Instant::now())
+                    .iter()
+                    .map(|m| info_message(m))
+                    .collect(),
+            });
+        self.metrics
+            .observe_request("ListMessages", started.elapsed(), &result);
+        debug!(limit, "ListMessages");
+        result.map(Response::new)
+    }
+
+    type WatchMessagesStream = Stream<pb::MessageInfo>;
+
+    async fn watch_messages(
+        &self,
+        _request: Request<pb::WatchMessagesRequest>,
+    ) -> Result<Response<Self::WatchMessagesStream>, Status> {
+        let permit = self.limit.try_acquire();
+        self.metrics
+            .observe_request("WatchMessages", Default::default(), &permit);
+        let permit = permit?;
+        debug!("WatchMessages opened");
+
+        let mut arrivals = self.arrivals.subscribe();
+        let stop = self.streams.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tx.closed() => break,
+                    next = arrivals.recv() => match next {
+                        Ok(info) => {
+                            if tx.send(Ok(info)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            warn!("a WatchMessages client fell behind; {n} messages skipped");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+            debug!("WatchMessages closed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::link_server::Link for Service {
+    type TransmitStream = Stream<pb::FrameAck>;
+
+    async fn transmit(
+        &self,
+        request: Request<Streaming<pb::SymbolFrame>>,
+    ) -> Result<Response<Self::TransmitStream>, Status> {
+        let permit = self.limit.try_acquire();
+        self.metrics
+            .observe_request("Transmit", Default::default(), &permit);
+        let permit = permit?;
+        info!("frame stream from {:?} opened", request.remote_addr());
+
+        let mut frames = request.into_inner();
+        let (acks, rx) = mpsc::channel(64);
+        let state = self.0.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            // One task per frame; the sender's window bounds how many are in progress.
+            let mut decoding = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = state.streams.cancelled() => break,
+                    Some(_) = decoding.join_next(), if !decoding.is_empty() => {}
+                    next = frames.message() => match next {
+                        Ok(Some(frame)) => {
+                            let (state, acks) = (state.clone(), acks.clone());
+                            decoding.spawn(async move {
+                                let ack = state.receive(frame).await;
+                                let _ = acks.send(Ok(ack)).await;
+                            });
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            debug!("frame stream ended: {status}");
+                            break;
+                        }
+                    },
+                }
+            }
+            // Acknowledge the frames in progress before the stream ends.
+            while decoding.join_next().await.is_some() {}
+            info!("frame stream closed");
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_labels: 2,
+            max_label_chars: 5,
+            max_templates: 1,
+            max_template_chars: 20,
+        }
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn query_limits_name_the_limit() {
+        let l = limits();
+        assert!(check_query(&l, &s(&["cat", "dog"]), &s(&["a {}."])).is_ok());
+
+        let e = check_query(&l, &s(&["a", "b", "c"]), &[]).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("max_labels = 2"), "{}", e.message());
+
+        let e = check_query(&l, &s(&["elephant"]), &[]).unwrap_err();
+        assert!(
+            e.message().contains("max_label_chars = 5"),
+            "{}",
+            e.message()
+        );
+
+        let e = check_query(&l, &s(&["cat"]), &s(&["{}", "{}"])).unwrap_err();
+        assert!(e.message().contains("max_templates = 1"), "{}", e.message());
+
+        let e = check_query(&l, &s(&["cat"]), &s(&["a very long template {}"])).unwrap_err();
+        assert!(
+            e.message().contains("max_template_chars = 20"),
+            "{}",
+            e.message()
+        );
+
+        let e = check_query(&l, &s(&["cat"]), &s(&["no slot"])).unwrap_err();
+        assert!(e.message().contains("exactly one"), "{}", e.message());
+
+        let e = check_query(&l, &[], &[]).unwrap_err();
+        assert!(e.message().contains("labels is empty"));
+    }
+}
