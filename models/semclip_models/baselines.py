@@ -54,7 +54,11 @@ class ClipFt(Scheme):
     def __init__(self, embed_dim: int, match_energy_k: int | None = None):
         if embed_dim % 2:
             raise ValueError(f"embedding dimension {embed_dim} is odd")
-        self.k = embed_dim // 2
+        # Rows are reported under the k they are compared with: D/2 for the plain
+        # CLIP-FT, the matched code's k for the same-energy variant (which still uses
+        # D/2 channel uses, each at a lower SNR).
+        self.k = embed_dim // 2 if match_energy_k is None else match_energy_k
+        self.channel_uses = embed_dim // 2
         self.match_energy_k = match_energy_k
         self.offset_db = 0.0
         if match_energy_k is not None:

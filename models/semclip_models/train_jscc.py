@@ -58,33 +58,81 @@ def split_training_set(emb: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarr
     return z_train.astype(np.float32), emb["z_clean"][emb["is_val"]].astype(np.float32)
 
 
-@torch.no_grad()
-def validate(model: jscc.Jscc, z_val: torch.Tensor, snrs: list[float], seed: int = 99):
-    """Mean cosine(z, z_hat) per SNR on the validation embeddings (one noise draw)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for snr in snrs:
-        z_hat = model(z_val, torch.full((len(z_val), 1), snr), gen)
-        out[snr] = float(F.cosine_similarity(z_val, z_hat).mean())
-    model.train()
-    return out
+class Validation:
+    """Held-out base-class images of train/: zero-shot accuracy (5-way, base classes, the
+    default template) and retrieval (received augmented view -> clean original among the
+    validation images) after the channel, for model selection without touching test/."""
+
+    def __init__(self, emb: dict[str, np.ndarray], text_features: torch.Tensor | None):
+        val = emb["is_val"]
+        self.z = torch.from_numpy(emb["z_clean"][val].astype(np.float32))
+        self.z_query = torch.from_numpy(emb["z_aug"][val][:, 0].astype(np.float32))
+        labels = emb["labels"][val]
+        classes = np.unique(labels)
+        self.labels = torch.from_numpy(np.searchsorted(classes, labels))
+        self.text = None if text_features is None else text_features[classes]
+
+    @torch.no_grad()
+    def __call__(self, send, snrs: list[float], seed: int = 99) -> dict[float, dict]:
+        """``send(z, snr_col, gen) -> z_hat``; metrics per SNR (one noise draw)."""
+        out = {}
+        for snr in snrs:
+            gen = torch.Generator().manual_seed(seed)
+            z_hat = send(self.z, torch.full((len(self.z), 1), snr), gen)
+            q_hat = send(self.z_query, torch.full((len(self.z), 1), snr), gen)
+            sims = F.normalize(q_hat, dim=-1) @ self.z.T
+            m = {
+                "cos": float(F.cosine_similarity(self.z, z_hat).mean()),
+                "retrieval": float(
+                    (sims.argmax(1) == torch.arange(len(self.z))).float().mean()
+                ),
+            }
+            if self.text is not None:
+                pred = (z_hat @ self.text.T).argmax(1)
+                m["acc_base"] = float((pred == self.labels).float().mean())
+            out[snr] = m
+        return out
 
 
-@torch.no_grad()
-def validate_linear(linear: jscc.LinearCode, z_val: torch.Tensor, snrs, seed: int = 99):
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for snr in snrs:
-        snr_col = torch.full((len(z_val), 1), snr)
-        y, _ = channel.transmit(linear.encode(z_val), snr_col, gen)
-        out[snr] = float(F.cosine_similarity(z_val, linear.decode(y, snr_col)).mean())
-    return out
+def linear_sender(linear: jscc.LinearCode):
+    def send(z, snr_col, gen):
+        y, _ = channel.transmit(linear.encode(z), snr_col, gen)
+        return linear.decode(y, snr_col)
+
+    return send
+
+
+def model_sender(model: jscc.Jscc):
+    def send(z, snr_col, gen):
+        return model(z, snr_col, gen)
+
+    return send
+
+
+def base_text_features(bundle_dir: Path) -> torch.Tensor:
+    """Default-template features of all CIFAR-10 classes [10, D] (index = label)."""
+    from . import data
+    from .text_tower import MiniLMText
+
+    template = bundle_io.read_manifest(bundle_dir)["text"].get(
+        "default_template", "a photo of a {}."
+    )
+    return MiniLMText().encode_texts([template.format(c) for c in data.CLASSES])
+
+
+def _fmt_val(val: dict, lin: dict) -> str:
+    parts = []
+    for s in val:
+        parts.append(
+            f"{s:+.0f}dB "
+            + " ".join(f"{m} {val[s][m]:.3f}/{lin[s][m]:.3f}" for m in val[s])
+        )
+    return "; ".join(parts)
 
 
 def train_one(
     z_train: np.ndarray,
-    z_val: np.ndarray,
+    validation: "Validation | None",
     k: int,
     seed: int,
     steps: int,
@@ -107,7 +155,6 @@ def train_one(
         opt, max_lr=lr, total_steps=steps, pct_start=0.05
     )
     zt = torch.from_numpy(z_train)
-    zv = torch.from_numpy(z_val)
     lo, hi = jscc.SNR_TRAIN_RANGE_DB
     t0 = time.time()
     for step in range(steps):
@@ -131,12 +178,11 @@ def train_one(
             )
     model.eval()
     snrs = [fixed_snr] if fixed_snr is not None else [-15.0, -5.0, 5.0, 15.0]
-    val = validate(model, zv, snrs)
-    val_lin = validate_linear(linear, zv, snrs)
-    log(
-        f"k={k} seed={seed} val cos(z,z_hat): "
-        + " ".join(f"{s:+.0f}dB {val[s]:.3f} (linear {val_lin[s]:.3f})" for s in snrs)
-    )
+    val, val_lin = {}, {}
+    if validation is not None:
+        val = validation(model_sender(model), snrs)
+        val_lin = validation(linear_sender(linear), snrs)
+        log(f"k={k} seed={seed} validation (JSCC/linear): {_fmt_val(val, val_lin)}")
     meta = {
         "k": k,
         "seed": seed,
@@ -152,8 +198,8 @@ def train_one(
             list(jscc.SNR_TRAIN_RANGE_DB) if fixed_snr is None else None
         ),
         "train_seconds": round(time.time() - t0, 1),
-        "val_cos": {str(s): v for s, v in val.items()},
-        "val_cos_linear": {str(s): v for s, v in val_lin.items()},
+        "validation": {str(s): v for s, v in val.items()},
+        "validation_linear": {str(s): v for s, v in val_lin.items()},
     }
     return model, linear, meta
 
@@ -280,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     emb = train_embeddings(args.bundle, args.data, args.views, seed=0)
     z_train, z_val = split_training_set(emb)
     print(f"training set {len(z_train)} embeddings, validation {len(z_val)}")
+    validation = Validation(emb, base_text_features(args.bundle))
     CKPT_DIR.mkdir(parents=True, exist_ok=True)
     hyper = dict(
         steps=args.steps,
@@ -290,7 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         recon_weight=args.recon_weight,
     )
 
-    jobs: list[tuple[int, int, float | None]] = [(k, args.seed, None) for k in args.ks]
+    jobs: list[tuple[int, int, float | None]] = []
+    if not args.skip_main:
+        jobs += [(k, args.seed, None) for k in args.ks]
     jobs += [(args.default_k, s, None) for s in args.extra_seeds]
     jobs += [(args.default_k, args.seed, snr) for snr in args.no_af_snrs]
     for k, seed, snr in jobs:
@@ -302,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         if snr is not None:
             kw["steps"] = args.no_af_steps
         model, linear, meta = train_one(
-            z_train, z_val, k, seed, use_af=snr is None, fixed_snr=snr, **kw
+            z_train, validation, k, seed, use_af=snr is None, fixed_snr=snr, **kw
         )
         meta["command"] = command
         jscc.save_checkpoint(path, model, linear, meta)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from semclip_models import baselines, channel, jscc
-from semclip_models.train_jscc import export_onnx, train_one
+from semclip_models.train_jscc import Validation, export_onnx, train_one
 
 torch.set_num_threads(1)
 
@@ -70,9 +70,17 @@ def test_lmmse_receiver_beats_plain_rescaling_at_low_snr():
 
 def test_training_runs_and_exports_with_parity(tmp_path):
     z = _embeddings(4000, d=48)
+    rng = np.random.default_rng(1)
+    emb = {
+        "z_clean": z,
+        "z_aug": (z + 0.05 * rng.standard_normal(z.shape)).astype(np.float32)[:, None],
+        "labels": rng.integers(0, 5, len(z)),
+        "is_val": np.arange(len(z)) >= 3500,
+    }
+    text = torch.nn.functional.normalize(torch.randn(10, 48), dim=-1)
     model, _, meta = train_one(
         z[:3500],
-        z[3500:],
+        Validation(emb, text),
         k=4,
         seed=0,
         steps=60,
@@ -83,7 +91,8 @@ def test_training_runs_and_exports_with_parity(tmp_path):
         recon_weight=4.0,
         log=lambda *_: None,
     )
-    assert set(meta["val_cos"]) == set(meta["val_cos_linear"])
+    assert set(meta["validation"]) == set(meta["validation_linear"])
+    assert set(meta["validation"]["5.0"]) == {"cos", "retrieval", "acc_base"}
     enc, dec, diff = export_onnx(model, tmp_path)
     assert enc.name == "jscc_k4_encoder.onnx" and dec.name == "jscc_k4_decoder.onnx"
     assert diff <= 1e-4
