@@ -11,12 +11,15 @@ Each side is a *linear path plus a learned residual*:
   projection on the first 2k principal components of the centred embeddings, and at the
   receiver the SNR-aware linear MMSE estimate of those components, mapped back to the
   embedding space. At initialisation the JSCC code therefore *is* the linear baseline.
+- An SNR-driven per-component gain (:class:`SnrGain`, 1 at initialisation) scales the
+  linear path on each side, so the code can re-allocate power across components with
+  the SNR.
 - The residual is a small MLP with attention-feature (AF) modules (as ADJSCC): the
   features and the SNR are concatenated, a small MLP with a sigmoid produces a
   per-feature scale that multiplies the features. Its last layer starts at zero, so
   training can only move away from the linear baseline when the loss improves.
 
-Without AF (``use_af=False``) the residual ignores the SNR; this is the ablation
+Without AF (``use_af=False``) the residual ignores the SNR and there is no SNR gain; this is the ablation
 "SemCLIP w/o TAPL and AF", trained at one SNR per model.
 """
 
@@ -122,6 +125,27 @@ class AttentionFeature(nn.Module):
         return features * scale
 
 
+class SnrGain(nn.Module):
+    """Per-component gain ``2 * sigmoid(MLP(snr))`` on the linear path, 1 at initialisation.
+
+    On the encoder side this lets the code move power between principal components as
+    the SNR changes (at low SNR, onto the few strongest ones), which a fixed linear
+    projection followed by per-frame power normalisation cannot do; on the decoder side
+    it re-scales the LMMSE estimate to match.
+    """
+
+    def __init__(self, dim: int, hidden: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, dim)
+        )
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, snr_db: torch.Tensor) -> torch.Tensor:
+        return 2.0 * torch.sigmoid(self.net(snr_db * SNR_INPUT_SCALE))
+
+
 class ResidualMLP(nn.Module):
     """Two dense layers, each followed by an AF module (or none), and a zero-init output."""
 
@@ -159,9 +183,13 @@ class JsccEncoder(nn.Module):
             self.linear.weight.copy_(w.T)
             self.linear.bias.copy_(-(torch.from_numpy(linear.mean) @ w))
         self.residual = ResidualMLP(d, width, two_k, use_af)
+        self.gain = SnrGain(two_k) if use_af else None
 
     def forward(self, z: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
-        return self.linear(z) + self.residual(z, snr_db)
+        s = self.linear(z)
+        if self.gain is not None:
+            s = s * self.gain(snr_db)
+        return s + self.residual(z, snr_db)
 
 
 class JsccDecoder(nn.Module):
@@ -178,9 +206,12 @@ class JsccDecoder(nn.Module):
             self.linear.weight.copy_(torch.from_numpy(linear.components))
             self.linear.bias.copy_(torch.from_numpy(linear.mean))
         self.residual = ResidualMLP(two_k, width, d, use_af)
+        self.gain = SnrGain(two_k) if use_af else None
 
     def forward(self, symbols: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
         s_hat = lmmse_gain(self.log_a.exp(), self.log_b.exp(), snr_db) * symbols
+        if self.gain is not None:
+            s_hat = s_hat * self.gain(snr_db)
         z = self.linear(s_hat) + self.residual(s_hat, snr_db)
         return F.normalize(z, dim=-1)
 
