@@ -121,3 +121,42 @@ class OnnxJscc(Scheme):
         symbols = torch.from_numpy(self.encode(z.numpy().astype(np.float32), snr))
         y = channel.awgn(channel.power_normalise(symbols), snr_db, gen)
         return torch.from_numpy(self.decode(y.numpy().astype(np.float32), snr))
+
+
+def jpeg_scan_bits(encoded: bytes) -> int:
+    """Bits of a baseline JPEG's entropy-coded scan (the part after the SOS header).
+
+    The headers (quantisation and Huffman tables, frame size) are fixed by the quality
+    setting and the image size, so both ends can know them in advance; only the scan has
+    to cross the channel.
+    """
+    sos = encoded.find(b"\xff\xda")
+    if sos < 0:
+        raise ValueError("no start-of-scan marker in JPEG data")
+    header_len = int.from_bytes(encoded[sos + 2 : sos + 4], "big")
+    end = encoded.rfind(b"\xff\xd9")
+    return 8 * (end - (sos + 2 + header_len))
+
+
+def jpeg_roundtrip(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG-compress uint8 NHWC images; return (decoded images, scan bits per image)."""
+    import io
+
+    from PIL import Image
+
+    out = np.empty_like(images)
+    bits = np.empty(len(images), dtype=np.int64)
+    for i, img in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+        data = buf.getvalue()
+        bits[i] = jpeg_scan_bits(data)
+        with Image.open(io.BytesIO(data)) as im:
+            out[i] = np.asarray(im.convert("RGB"))
+    return out, bits
+
+
+def capacity_channel_uses(bits: float, snr_db: float) -> float:
+    """Channel uses an ideal capacity-achieving code needs for ``bits`` at ``snr_db``:
+    ``bits / log2(1 + 10^(snr_db/10))`` (AWGN, unit symbol energy)."""
+    return bits / math.log2(1.0 + 10.0 ** (snr_db / 10.0))

@@ -368,6 +368,48 @@ def _tapl_rows(bundle_dir, manifest, test, text_model, grid: Grid, log) -> list[
     return rows
 
 
+#: JPEG qualities of the compression + ideal-code (BT-IR) baseline.
+JPEG_QUALITIES = [5, 10, 20, 35, 50, 75, 90]
+BT_IR_IMAGES = 1000
+
+
+def bt_ir_rows(
+    bundle_dir: Path, data_root: Path, text: torch.Tensor, log
+) -> list[dict]:
+    """Image transmission by JPEG + an ideal capacity-achieving code (error-free).
+
+    For each JPEG quality: the mean scan bits per image, the channel uses an ideal code
+    needs for them at each SNR (``baselines.capacity_channel_uses``), and the zero-shot
+    accuracy (new classes) of the decoded images' embeddings. Class-balanced subsample
+    of ``BT_IR_IMAGES`` new-class test images.
+    """
+    from . import baselines
+
+    images, labels = data.load_cifar(Path(data_root), "test")
+    _, new = data.base_new_split()
+    new_idx = [data.CLASSES.index(c) for c in new]
+    pool = np.flatnonzero(np.isin(labels, new_idx))
+    pick = pool[_stratified(labels[pool], BT_IR_IMAGES, seed=11)]
+    session = ort_session(image_encoder_path(bundle_dir))
+    rows = []
+    for q in JPEG_QUALITIES:
+        decoded, bits = baselines.jpeg_roundtrip(images[pick], q)
+        z = torch.from_numpy(_embed_uint8(session, decoded, None))
+        acc = zero_shot_accuracy(z, labels[pick], text, new_idx)
+        rows.append(
+            dict(
+                method="bt_ir",
+                quality=q,
+                bits=float(bits.mean()),
+                task="acc_new",
+                value=acc,
+                n=len(pick),
+            )
+        )
+    log(f"BT-IR (JPEG + ideal code) rows done for qualities {JPEG_QUALITIES}")
+    return rows
+
+
 def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
     from .text_tower import MiniLMText
 
@@ -426,6 +468,7 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
             f"{scheme.name} k={scheme.k} seed={seed} done ({time.time() - t_start:.0f} s)"
         )
     rows += _tapl_rows(bundle_dir, manifest, test, text_model, grid, log)
+    bt_ir = bt_ir_rows(bundle_dir, data_root, text, log) if grid.extra_seeds else []
 
     return {
         "bundle": manifest["id"],
@@ -442,6 +485,7 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         "test_images": len(sub),
         "retrieval_gallery": int(len(z_gallery)),
         "rows": rows,
+        "bt_ir": bt_ir,
         "seconds": round(time.time() - t_start, 1),
         "host": platform.platform(),
     }

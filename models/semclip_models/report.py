@@ -301,6 +301,18 @@ def plots(summary, result, out_dir: Path, suffix: str) -> list[str]:
                     marker="o",
                     label=LABELS[m],
                 )
+        bt = result.get("bt_ir") or []
+        if bt:
+            xs = [
+                _bt_uses(r["bits"], BANDWIDTH_SNR_DB) / result["image_pixels"]
+                for r in bt
+            ]
+            ax.plot(
+                xs,
+                [100 * r["value"] for r in bt],
+                marker="s",
+                label="JPEG + ideal capacity-achieving code",
+            )
         ub = _cell(summary, "upper_bound", k, BANDWIDTH_SNR_DB, "acc_new")
         ft = _cell(summary, "clip_ft", k, BANDWIDTH_SNR_DB, "acc_new")
         if ub:
@@ -328,6 +340,30 @@ def plots(summary, result, out_dir: Path, suffix: str) -> list[str]:
         plt.close(fig)
         files.append(name)
     return files
+
+
+def _bt_uses(bits: float, snr_db: float) -> float:
+    return bits / np.log2(1.0 + 10.0 ** (snr_db / 10.0))
+
+
+def bt_table(result) -> str:
+    bt = result.get("bt_ir") or []
+    if not bt:
+        return ""
+    snrs = [s for s in result["grid"]["snrs"] if s >= -5]
+    lines = [
+        "| JPEG quality | scan bits/image | accuracy, new classes (%) | "
+        + " | ".join(f"k needed at {s:+.0f} dB" for s in snrs)
+        + " |",
+        "|---|---|---|" + "---|" * len(snrs),
+    ]
+    for r in bt:
+        lines.append(
+            f"| {r['quality']} | {r['bits']:.0f} | {100 * r['value']:.1f} | "
+            + " | ".join(f"{_bt_uses(r['bits'], s):.0f}" for s in snrs)
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
@@ -361,8 +397,11 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
         "comparison.",
         "- Spread: ± one standard deviation across training seeds (SemCLIP w/o TAPL at "
         f"k={k}, where several seeds were trained) or across noise draws.",
-        "- Image-transmission baselines (compression + ideal code, DeepJSCC of the image) "
-        "are not evaluated.",
+        "- Image transmission: JPEG (PIL, baseline) plus an ideal capacity-achieving code "
+        "(error-free at k = scan bits / log2(1 + SNR)), on "
+        f"{(result.get('bt_ir') or [{'n': 0}])[0]['n']} new-class test images, counting "
+        "only the entropy-coded scan (the tables are fixed by the quality); full grid "
+        "only. DeepJSCC of the image is not evaluated.",
         "",
         "## Success criteria",
         "",
@@ -389,6 +428,13 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
         "",
         k_table(summary, result, "retrieval"),
     ]
+    if result.get("bt_ir"):
+        lines += [
+            "",
+            "## Image transmission: JPEG + ideal code (new classes)",
+            "",
+            bt_table(result),
+        ]
     lines += ["", "## Figures", ""]
     for f in figures:
         lines += [f"![{f}]({f})", "", f"Made by: `{cmd}`", ""]

@@ -111,3 +111,18 @@ def test_criterion_fails_when_semclip_is_below_linear():
     summary = report.summarise(rows)
     crit = report.criteria(summary, _result(rows, snrs=(0.0,)))
     assert crit[0]["met"] is False
+
+
+def test_jpeg_scan_bits_and_ideal_code():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    low, bits_low = baselines.jpeg_roundtrip(images, 10)
+    high, bits_high = baselines.jpeg_roundtrip(images, 90)
+    assert low.shape == images.shape and low.dtype == np.uint8
+    assert (bits_high > bits_low).all() and (bits_low > 0).all()
+    err_low = np.abs(low.astype(int) - images).mean()
+    err_high = np.abs(high.astype(int) - images).mean()
+    assert err_high < err_low
+    # 1 bit per channel use at 0 dB, 2 bits at 10*log10(3) dB.
+    assert math.isclose(baselines.capacity_channel_uses(100, 0.0), 100.0)
+    assert math.isclose(baselines.capacity_channel_uses(100, 10 * math.log10(3)), 50.0)
