@@ -177,9 +177,9 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The tower's training augmentation, per image, on [N,3,32,32] in [0, 1].
 
-    Random resized crop (scale 0.35-1, aspect 3/4-4/3, bilinear back to 32x32),
-    horizontal flip, colour jitter (brightness, contrast, saturation +-0.4) and
-    grayscale with probability 0.2. uint8 input is converted to [0, 1] first.
+    Random resized crop (scale 0.5-1, aspect 3/4-4/3, bilinear back to 32x32),
+    horizontal flip, colour jitter (brightness, contrast, saturation +-0.3) and
+    grayscale with probability 0.1. uint8 input is converted to [0, 1] first.
     """
     x = to_float(x)
     n, _, h, w = x.shape
@@ -189,7 +189,7 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.rand(*shape, generator=g)
 
     # Random resized crop through an affine sampling grid (one per image).
-    scale = 0.35 + 0.65 * rand(n)
+    scale = 0.5 + 0.5 * rand(n)
     log_ratio = (rand(n) * 2 - 1) * np.log(4 / 3)
     ratio = torch.exp(log_ratio)
     sw = torch.sqrt(scale * ratio).clamp(max=1.0)
@@ -209,15 +209,15 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     # Colour jitter: brightness, contrast, saturation; then random grayscale.
     gray_w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    b = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.4
+    b = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.3
     x = x * b
-    c = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.4
+    c = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.3
     mean = (x * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
     x = (x - mean) * c + mean
-    s = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.4
+    s = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.3
     gray = (x * gray_w).sum(1, keepdim=True)
     x = (x - gray) * s + gray
-    to_gray = rand(n, 1, 1, 1) < 0.2
+    to_gray = rand(n, 1, 1, 1) < 0.1
     gray = (x * gray_w).sum(1, keepdim=True).expand_as(x)
     x = torch.where(to_gray, gray, x)
     return x.clamp_(0.0, 1.0)
@@ -234,7 +234,7 @@ def preprocess_image(
     """The bundle's preprocessing: float32 [3, crop, crop].
 
     Decode to RGB, resize the shortest edge to `resize` (PIL, `interpolation`), take the
-    centre `crop` x `crop` window (offsets round((size - crop) / 2) down), divide by 255,
+    centre `crop` x `crop` window (offsets floor((size - crop) / 2)), divide by 255,
     subtract `mean` and divide by `std` per channel.
     """
     if not isinstance(image, Image.Image):

@@ -190,36 +190,52 @@ def train(args: argparse.Namespace) -> None:
         nesterov=True,
     )
     steps_per_epoch = len(x_tr) // args.batch
-    total = steps_per_epoch * args.epochs
-    warm = max(1, int(0.15 * total))
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.minutes:
+        # Wall-clock schedule: the learning rate follows the elapsed share of --minutes
+        # and training stops when it is spent (for a shared machine with a deadline; the
+        # step count depends on the machine's load, so such a run is not bit-reproducible).
+        total = 10**9
+    else:
+        total = args.steps or steps_per_epoch * args.epochs
+    epochs = math.ceil(total / steps_per_epoch)
+    warm_share = 0.15
 
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+    def lr_at(step: int, elapsed: float) -> float:
+        share = elapsed / (args.minutes * 60) if args.minutes else step / total
+        if share < warm_share:
+            return args.lr * max(share, 1e-3) / warm_share
+        share = min(1.0, (share - warm_share) / (1 - warm_share))
+        return args.lr * 0.5 * (1 + math.cos(math.pi * share))
 
     print(
         f"tiny-lit: {n_params / 1e6:.2f} M params, {len(x_tr)} train / {len(va_idx)} val, "
-        f"{args.epochs} epochs x {steps_per_epoch} steps, batch {args.batch}, "
+        f"{f'{args.minutes} min' if args.minutes else f'{total} steps'} "
+        f"(epochs of {steps_per_epoch} steps), batch {args.batch}, "
         f"{args.threads} threads",
         flush=True,
     )
-    gen = torch.Generator().manual_seed(args.seed)
     train_seconds = 0.0
+    cpu0 = time.process_time()
     step = 0
     history = []
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         t0 = time.time()
         tower.train()
         perm = torch.randperm(len(x_tr), generator=gen)
         sums = np.zeros(3)
-        for i in range(steps_per_epoch):
+        done = False
+        for i in range(min(steps_per_epoch, total - step)):
+            elapsed = train_seconds + time.time() - t0
+            if args.minutes and elapsed >= args.minutes * 60:
+                done = True
+                break
             idx = perm[i * args.batch : (i + 1) * args.batch]
             xb, yb = x_tr[idx], y_tr[idx]
             v = torch.cat([D.augment(xb, gen), D.augment(xb, gen)])
             v = D.normalise(v).contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step)
+                g["lr"] = lr_at(step, elapsed)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 z = tower(v)
             z1, z2 = z.float().chunk(2)
@@ -242,7 +258,7 @@ def train(args: argparse.Namespace) -> None:
         z_va = embed(tower, x_va)
         acc = zero_shot_accuracy(z_va, y_va, t_c)
         pr = participation_ratio(z_va)
-        n = i + 1
+        n = max(1, i + (0 if done else 1))
         row = {
             "epoch": epoch + 1,
             "loss": sums[0] / n,
@@ -253,16 +269,21 @@ def train(args: argparse.Namespace) -> None:
             "logit_scale": float(log_scale.detach().exp()),
             "instance_scale": float(log_tau.detach().exp()),
             "train_minutes": train_seconds / 60,
+            "cpu_minutes": (time.process_time() - cpu0) / 60,
+            "steps": step,
         }
         history.append(row)
         print(
             f"epoch {epoch + 1:3d}  loss {row['loss']:.3f} (text {row['loss_text']:.3f}, "
             f"inst {row['loss_instance']:.3f})  val acc {acc:.4f}  val PR {pr:.1f}  "
             f"scale {row['logit_scale']:.1f}/{row['instance_scale']:.1f}  "
-            f"{time.time() - t0:.0f} s  total {train_seconds / 60:.1f} min",
+            f"{time.time() - t0:.0f} s  total {train_seconds / 60:.1f} min "
+            f"(cpu {row['cpu_minutes']:.1f} min)",
             flush=True,
         )
         _save(out / "tower.pt", tower, log_scale, args, history, train_seconds, n_params)
+        if done or step >= total:
+            break
 
     val_retrieval = retrieval_accuracy(tower, x_va[:1000], seed=args.seed)
     history[-1]["val_retrieval_top1"] = val_retrieval
@@ -284,6 +305,8 @@ def _save(path, tower, log_scale, args, history, train_seconds, n_params) -> Non
         "command": "python -m semclip_models.tiny_lit " + " ".join(sys.argv[1:]),
         "history": history,
         "train_minutes": train_seconds / 60,
+        "cpu_minutes": history[-1]["cpu_minutes"] if history else 0.0,
+        "total_steps": history[-1]["steps"] if history else 0,
         "threads": args.threads,
         "params": n_params,
         "split_seed": args.seed,
@@ -346,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--instance-weight", type=float, default=1.0)
     t.add_argument("--logit-scale", type=float, default=40.0, help="text alignment")
     t.add_argument("--instance-scale", type=float, default=10.0, help="1 / InfoNCE tau")
+    t.add_argument("--steps", type=int, default=0, help="total steps (overrides --epochs)")
+    t.add_argument("--minutes", type=float, default=0.0, help="set the steps from speed")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--limit", type=int, default=0, help="use only this many train images")
     t.add_argument("--limit-steps", type=int, default=0, help="stop each epoch early")
