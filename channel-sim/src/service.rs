@@ -307,7 +307,7 @@ impl pb::channel_server::Channel for Service {
         tokio::spawn(async move {
             // The permit is held as long as the stream is open.
             let _permit = permit;
-            let current = configs.borrow_and_update().clone();
+            let current = *configs.borrow_and_update();
             if tx.send(Ok(current)).await.is_err() {
                 return;
             }
@@ -319,7 +319,7 @@ impl pb::channel_server::Channel for Service {
                         if changed.is_err() {
                             break;
                         }
-                        let config = configs.borrow_and_update().clone();
+                        let config = *configs.borrow_and_update();
                         if tx.send(Ok(config)).await.is_err() {
                             break;
                         }
