@@ -256,3 +256,49 @@ def preprocess_image(
     x = np.asarray(image, dtype=np.float32) / 255.0
     x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+
+
+SAMPLE_CLASSES = CLASSES[:8]
+
+
+def write_samples(root: Path, out: Path, index: int = 0) -> list[Path]:
+    """Copy test image `index` (file order) of each of the first 8 classes to
+    `out/<class>.jpg`, byte for byte: the demo's sample images."""
+    src = _source(Path(root), "test")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in SAMPLE_CLASSES:
+        if src.is_file():
+            with tarfile.open(src, "r:gz") as tar:
+                files = sorted(
+                    m.name for m in tar.getmembers() if m.name.startswith(f"test/{name}/")
+                    and m.name.endswith(".jpg")
+                )
+                fh = tar.extractfile(files[index])
+                assert fh is not None
+                blob = fh.read()
+        else:
+            blob = sorted((src / name).glob("*.jpg"))[index].read_bytes()
+        path = out / f"{name}.jpg"
+        path.write_bytes(blob)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m semclip_models.data",
+        description="Copy one CIFAR-10 test image per class (8 classes) as samples.",
+    )
+    parser.add_argument("samples", choices=["samples"])
+    parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 folder")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    try:
+        for p in write_samples(args.data, args.out):
+            print(p)
+    except DataError as e:
+        raise SystemExit(f"error: {e}")
