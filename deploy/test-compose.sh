@@ -117,7 +117,12 @@ teardown() {
             grep -qx "$link" <<<"$links_before" || { ip link delete "$link" && echo "removed $link"; }
         done
     fi
-    if [[ $keep_data == 0 ]]; then
+    if [[ $rc != 0 && -f "$state/dockerd.log" ]]; then
+        echo "last lines of the dockerd log:"
+        tail -n 15 "$state/dockerd.log"
+    fi
+    # Only a directory this script made (it holds the marker) is ever removed.
+    if [[ $keep_data == 0 && -f "$state/.semclip-docker-test" ]]; then
         rm -rf "$state"
     fi
     echo "exit status $rc"
@@ -149,10 +154,16 @@ echo "engine: $(dockerd --version); compose: $("${compose[@]}" version 2>/dev/nu
 compose+=(-p "$project" -f "$compose_file")
 
 links_before="$(bridges)"
-mkdir -p "$state"
 if [[ -S "$state/docker.sock" ]] && docker version >/dev/null 2>&1; then
+    keep_data=1
     die "a dockerd already serves $state/docker.sock; stop it or set SEMCLIP_DOCKER_ROOT"
 fi
+if [[ -e "$state" && ! -f "$state/.semclip-docker-test" ]]; then
+    keep_data=1
+    die "$state exists and was not made by this test; set SEMCLIP_DOCKER_ROOT elsewhere"
+fi
+mkdir -p "$state"
+touch "$state/.semclip-docker-test"
 # No iptables rules and no default bridge: compose's own network and docker-proxy for the
 # published ports are all the test needs, and nothing is left in the host's firewall.
 dockerd --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
