@@ -3,35 +3,41 @@
 //! A daemon's `serve` takes any future as its shutdown signal, so that tests and the
 //! in-process demo can stop it without signals; binaries pass [`signal`].
 
+use std::future::Future;
+
 use tracing::info;
 
-/// Completes on the first SIGINT or SIGTERM (on non-Unix targets: Ctrl-C only).
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-
+/// Registers the SIGINT and SIGTERM handlers at once (so that a signal arriving while the
+/// daemon is still starting is not lost) and returns a future that completes on the first
+/// of them. Must be called within a Tokio runtime. On non-Unix targets: Ctrl-C only.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
+    {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+                (Ok(i), Ok(t)) => (i, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!("cannot listen for SIGINT/SIGTERM: {e}");
+                    return std::future::pending().await;
+                }
+            };
+            tokio::select! {
+                _ = interrupt.recv() => info!("received SIGINT, shutting down"),
+                _ = terminate.recv() => info!("received SIGTERM, shutting down"),
             }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => info!("received Ctrl-C, shutting down"),
             Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
+                tracing::error!("cannot listen for Ctrl-C: {e}");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        _ = ctrl_c => info!("received SIGINT, shutting down"),
-        _ = terminate => info!("received SIGTERM, shutting down"),
     }
 }
