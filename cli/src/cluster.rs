@@ -149,7 +149,7 @@ impl LocalLink {
             })
         })?;
 
-        let link = Self {
+        let mut link = Self {
             options,
             receiver,
             channel: Some(channel),
@@ -160,8 +160,10 @@ impl LocalLink {
         Ok(link)
     }
 
-    /// Waits for SERVING on all three, or reports the service that failed to start.
-    async fn wait_started(&self) -> Result<()> {
+    /// Waits for SERVING on all three, or reports the service that failed to start with
+    /// the error its `serve` returned. On failure the link is dropped by the caller, which
+    /// closes every shutdown channel and so stops the services still running.
+    async fn wait_started(&mut self) -> Result<()> {
         let client = self.client()?;
         let ready = client.wait_serving(START_TIMEOUT);
         tokio::pin!(ready);
@@ -171,10 +173,15 @@ impl LocalLink {
             tokio::select! {
                 result = &mut ready => return result.map_err(Into::into),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    for (service, running) in self.running() {
+                    for (service, running) in self.running_mut() {
                         if running.task.is_finished() {
+                            let why = match (&mut running.task).await {
+                                Ok(Ok(())) => "without an error".to_string(),
+                                Ok(Err(e)) => e.to_string(),
+                                Err(e) => format!("by a panic: {e}"),
+                            };
                             return Err(anyhow!(
-                                "the {} stopped during start-up (see its log above)",
+                                "the {} stopped during start-up: {why}",
                                 service.name()
                             ));
                         }
@@ -184,12 +191,12 @@ impl LocalLink {
         }
     }
 
-    fn running(&self) -> Vec<(Service, &Running)> {
+    fn running_mut(&mut self) -> Vec<(Service, &mut Running)> {
         let mut all = vec![
-            (Service::Receiver, &self.receiver),
-            (Service::Transmitter, &self.transmitter),
+            (Service::Receiver, &mut self.receiver),
+            (Service::Transmitter, &mut self.transmitter),
         ];
-        if let Some(c) = &self.channel {
+        if let Some(c) = &mut self.channel {
             all.push((Service::Channel, c));
         }
         all

@@ -252,13 +252,25 @@ pub async fn sweep(
             .set_channel(Some(snr_db), None, Some(args.seed))
             .await?;
         bar.set_message(format!("{snr_db:+.1} dB"));
+        // Not counted: waits until the change has reached the transmitter, so that the
+        // timed sends below are encoded at this SNR without repetition.
+        client
+            .send_at_snr(&images[0], &format!("eval-{snr_db:+.1}dB-probe"), snr_db)
+            .await?;
         let (mut correct, mut send_ms, mut e2e_ms) = (0, Vec::new(), Vec::new());
 
         for (i, ((_, class), image)) in dataset.items.iter().zip(images).enumerate() {
             let id = format!("eval-{snr_db:+.1}dB-{i}");
             let started = Instant::now();
-            let reply = client.send_at_snr(image, &id, snr_db).await?;
+            let reply = client.send(image.clone(), &id).await?;
             let sent = started.elapsed();
+            if (reply.snr_db - snr_db).abs() > 1e-3 {
+                bail!(
+                    "message {id} was encoded at {:.2} dB while the channel was set to \
+                     {snr_db:.2} dB: was the channel changed by someone else?",
+                    reply.snr_db
+                );
+            }
             match (args.k, k_seen) {
                 (Some(k), _) if reply.k != k => bail!(
                     "the transmitter sends k={} channel uses per image, not the requested {k}; \

@@ -74,6 +74,8 @@ pub fn accuracy_vs_snr(path: &Path, title: &str, series: &[Series]) -> Result<()
         .x_desc("SNR (dB)")
         .y_desc("top-1 accuracy (%)")
         .label_style((FAMILY, 15))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .axis_desc_style((FAMILY, 17))
         .draw()
         .map_err(|e| err(&e))?;
@@ -99,7 +101,7 @@ pub fn accuracy_vs_snr(path: &Path, title: &str, series: &[Series]) -> Result<()
         .label_font((FAMILY, 15))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
