@@ -264,37 +264,40 @@ fn dylib_in_venv(venv: &Path) -> Option<PathBuf> {
     None
 }
 
-/// Decides which provider runs, given the device asked for; logs the decision once.
+/// Decides which provider runs, given the device asked for.
 ///
-/// Probes by registering CUDA on a throw-away session builder.
+/// Probes by registering CUDA on a throw-away session builder. The decision is logged at
+/// info the first time it is made for a device, at debug afterwards.
 pub(crate) fn resolve_provider(device: Device) -> Result<Provider> {
     let rt = runtime(None)?;
-    match device {
-        Device::Cpu => {
-            tracing::info!(provider = "CPU", "ONNX Runtime execution provider selected");
-            Ok(Provider::Cpu)
-        }
+    let (provider, reason) = match device {
+        Device::Cpu => (Provider::Cpu, "requested".to_string()),
         Device::Cuda | Device::Auto => match probe_cuda(rt) {
-            Ok(()) => {
-                tracing::info!(
-                    provider = "CUDA",
-                    "ONNX Runtime execution provider selected"
-                );
-                Ok(Provider::Cuda)
+            Ok(()) => (Provider::Cuda, "CUDA provider registered".to_string()),
+            Err(e) if device == Device::Cuda => {
+                return Err(Error::Provider(format!(
+                    "CUDA was requested but cannot be registered: {e}"
+                )))
             }
-            Err(e) if device == Device::Cuda => Err(Error::Provider(format!(
-                "CUDA was requested but cannot be registered: {e}"
-            ))),
-            Err(e) => {
-                tracing::info!(
-                    provider = "CPU",
-                    reason = %e,
-                    "ONNX Runtime execution provider selected (CUDA unavailable)"
-                );
-                Ok(Provider::Cpu)
-            }
+            Err(e) => (Provider::Cpu, format!("CUDA unavailable: {e}")),
         },
+    };
+
+    static LOGGED: Mutex<Vec<Device>> = Mutex::new(Vec::new());
+    let first = {
+        let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !logged.contains(&device);
+        if first {
+            logged.push(device);
+        }
+        first
+    };
+    if first {
+        tracing::info!(%device, %provider, %reason, "ONNX Runtime execution provider selected");
+    } else {
+        tracing::debug!(%device, %provider, %reason, "ONNX Runtime execution provider selected");
     }
+    Ok(provider)
 }
 
 fn probe_cuda(rt: &Runtime) -> std::result::Result<(), String> {
