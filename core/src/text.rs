@@ -548,3 +548,9 @@ mod tests {
         assert_eq!(normalise(&[0.0, 0.0]), vec![0.0, 0.0]);
     }
 }
+
+// The receiver shares one `TextSide` between tasks.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TextSide>();
+};

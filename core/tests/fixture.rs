@@ -392,3 +392,54 @@ fn cuda_is_never_silently_cpu() {
     let auto = Models::load(&f.bundle, Device::Auto).unwrap();
     println!("auto selected {}", auto.provider());
 }
+
+#[test]
+fn rayleigh_frame_is_equalised_before_decoding() {
+    let f = fixture();
+    let rx = Receiver::new(&f.bundle, Arc::clone(&f.models), Arc::clone(&f.text));
+    let case = &f.reference["jscc"][0];
+    let k = case["k"].as_u64().unwrap() as u32;
+    let clean = floats(&case["symbols_normalised"]);
+
+    // Nearly noise-free Rayleigh channel: after y / h the decoder sees x again, told the
+    // effective SNR 60 + 10 log10 |h|^2.
+    let mut ch =
+        semclip_core::ChannelModel::new(60.0, semclip_core::Fading::RayleighBlock, 3).unwrap();
+    let mut y = clean.clone();
+    let state = ch.apply(&mut y).unwrap();
+    let dec = rx.decode(&y, k, state.snr_db, state.h).unwrap();
+    let gain = f64::from(state.h.0).powi(2) + f64::from(state.h.1).powi(2);
+    let expected_snr = (60.0 + 10.0 * gain.log10()) as f32;
+    assert!((dec.effective_snr_db - expected_snr).abs() < 1e-3);
+    let direct = f.models.jscc_decode(k, &clean, expected_snr).unwrap();
+    assert_close("z_hat after equalisation", &dec.z_hat, &direct, 1e-3);
+}
+
+#[test]
+fn models_are_shared_between_threads() {
+    let f = fixture();
+    let images = f.reference["images"].as_array().unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let img = &images[t % images.len()];
+                s.spawn(move || {
+                    let pixels = floats(&img["pixels"]);
+                    let want = floats(&img["z_from_pixels"]);
+                    for _ in 0..5 {
+                        let z = f.models.embed_image(&pixels).unwrap();
+                        assert!(max_abs_diff(&z, &want) <= TOL);
+                        let feats = f
+                            .text
+                            .template_features(&["cat".into(), "dog".into()], &[])
+                            .unwrap();
+                        assert_eq!(feats.len(), 2);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
