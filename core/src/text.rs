@@ -501,6 +501,12 @@ fn normalise(v: &[f64]) -> Vec<f32> {
     v.iter().map(|x| (x * s) as f32).collect()
 }
 
+// The receiver shares one `TextSide` between tasks.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TextSide>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,9 +554,3 @@ mod tests {
         assert_eq!(normalise(&[0.0, 0.0]), vec![0.0, 0.0]);
     }
 }
-
-// The receiver shares one `TextSide` between tasks.
-const _: fn() = || {
-    fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<TextSide>();
-};
