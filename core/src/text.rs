@@ -407,14 +407,7 @@ impl TextSide {
                     }
                 }
             }
-            // End-of-text position: the first occurrence of the largest id (CLIP).
-            let mut best = 0usize;
-            for (pos, id) in seq.ids.iter().enumerate() {
-                if *id > seq.ids[best] {
-                    best = pos;
-                }
-            }
-            eot[i] = best as i64;
+            eot[i] = eot_index(&seq.ids) as i64;
         }
 
         let mut inputs = vec![Input::F32("token_embeds", vec![n, len, w], &embeds)];
@@ -494,6 +487,18 @@ pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
     Ok(tok)
 }
 
+/// End-of-text position for "eot" pooling: the first position of the largest token id
+/// (CLIP's end-of-text token has the largest id of its vocabulary); 0 for no tokens.
+fn eot_index(ids: &[u32]) -> usize {
+    let mut best = 0usize;
+    for (pos, id) in ids.iter().enumerate() {
+        if *id > ids[best] {
+            best = pos;
+        }
+    }
+    best
+}
+
 /// L2-normalised f32 copy of `v` (zero stays zero).
 fn normalise(v: &[f64]) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -545,6 +550,14 @@ mod tests {
         assert_eq!(enc.get_ids().len(), 602);
         let short = tok.encode("cat", true).unwrap();
         assert_eq!(short.get_ids().len(), 3);
+    }
+
+    #[test]
+    fn eot_is_the_first_largest_id() {
+        // CLIP: <start> a photo <end> <pad>...
+        assert_eq!(eot_index(&[49406, 320, 1125, 49407, 0, 0]), 3);
+        assert_eq!(eot_index(&[5, 9, 9, 1]), 1);
+        assert_eq!(eot_index(&[]), 0);
     }
 
     #[test]
