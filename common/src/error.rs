@@ -3,18 +3,21 @@
 use std::path::PathBuf;
 
 /// Why a daemon stopped other than by a requested shutdown.
+///
+/// Each message says what failed; the cause is the error's `source()`, so print the whole
+/// chain (for example anyhow's `{:#}`) to see both.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The gRPC server failed (accepting connections, HTTP/2).
-    #[error("gRPC server: {0}")]
+    #[error("gRPC server failed")]
     Transport(#[from] tonic::transport::Error),
 
     /// The reflection service could not read the protocol's descriptor set.
-    #[error("gRPC reflection: {0}")]
+    #[error("gRPC reflection service could not be built")]
     Reflection(#[from] tonic_reflection::server::Error),
 
     /// An I/O step failed (binding the metrics endpoint, reading the local address).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -24,7 +27,7 @@ pub enum ServeError {
     },
 
     /// The model bundle or ONNX Runtime could not be loaded.
-    #[error("loading model bundle {}: {source}", bundle.display())]
+    #[error("loading model bundle {}", bundle.display())]
     Models {
         /// The bundle directory that was configured.
         bundle: PathBuf,
