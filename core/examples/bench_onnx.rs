@@ -5,8 +5,9 @@
 //! (b) pipeline: `pipeline::Transmitter::encode_images` from encoded image bytes
 //!     (decode, resize, crop, normalise, image encoder, JSCC encoder, power normalisation).
 //!
-//! Both use the same bundle, provider, thread count and batch size; the ratio (b)/(a) is
-//! the figure to compare services against.
+//! Both use the same bundle, provider, thread count and batch size, and alternate in short
+//! slices so that a change of machine load affects both; the ratio (b)/(a) is the figure to
+//! compare services against.
 //!
 //! ```text
 //! cargo run --release -p semclip-core --example bench_onnx -- \
@@ -39,9 +40,12 @@ struct Args {
     /// Side of the synthetic JPEGs; default: the bundle's resize size.
     #[arg(long)]
     synth_side: Option<u32>,
-    /// Seconds per measurement (after one warm-up second).
+    /// Seconds per measurement (after one warm-up second each).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// The two measurements alternate in this many slices (fair under changing load).
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
     /// Images per ONNX run.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -153,7 +157,6 @@ fn main() -> Result<()> {
         ])?;
         Ok(out["symbols"].try_extract_tensor::<f32>()?.1.len())
     };
-    let raw = measure(args.seconds, args.batch, &mut raw_step)?;
 
     // (b) The full transmitter pipeline from encoded bytes.
     let mut stage = [Duration::ZERO; 3];
@@ -165,7 +168,13 @@ fn main() -> Result<()> {
         stage[2] += t.jscc_encode * args.batch as u32;
         Ok(out.len())
     };
-    let full = measure(args.seconds, args.batch, &mut pipeline_step)?;
+    let (raw, full) = measure_interleaved(
+        args.seconds,
+        args.rounds,
+        args.batch,
+        &mut raw_step,
+        &mut pipeline_step,
+    )?;
 
     println!(
         "(a) raw ONNX image encoder + JSCC encoder: {:.1} images/s",
@@ -193,29 +202,48 @@ struct Rate {
     rate: f64,
 }
 
-/// Runs `step` for one warm-up second, then for `seconds`; returns images per second.
-fn measure(
+/// Runs `a` and `b` for one warm-up second each, then alternately in `rounds` slices of
+/// `seconds / rounds` each, so that load changes on a shared machine hit both alike.
+/// Returns the images per second of each.
+fn measure_interleaved(
     seconds: f64,
+    rounds: usize,
     batch: usize,
-    step: &mut dyn FnMut(usize) -> Result<usize>,
-) -> Result<Rate> {
-    let warm = Instant::now();
+    a: &mut dyn FnMut(usize) -> Result<usize>,
+    b: &mut dyn FnMut(usize) -> Result<usize>,
+) -> Result<(Rate, Rate)> {
     let mut i = 0usize;
-    while warm.elapsed() < Duration::from_secs(1) {
-        step(i)?;
-        i += 1;
+    run_for(a, Duration::from_secs(1), &mut i)?;
+    run_for(b, Duration::from_secs(1), &mut i)?;
+    let rounds = rounds.max(1);
+    let slice = Duration::from_secs_f64(seconds / rounds as f64);
+    let mut totals = [(0usize, Duration::ZERO); 2];
+    for _ in 0..rounds {
+        let (n, t) = run_for(a, slice, &mut i)?;
+        totals[0] = (totals[0].0 + n * batch, totals[0].1 + t);
+        let (n, t) = run_for(b, slice, &mut i)?;
+        totals[1] = (totals[1].0 + n * batch, totals[1].1 + t);
     }
+    let rate = |(n, t): (usize, Duration)| Rate {
+        rate: n as f64 / t.as_secs_f64(),
+    };
+    Ok((rate(totals[0]), rate(totals[1])))
+}
+
+/// Calls `step` until `duration` has passed; returns the calls made and the time taken.
+fn run_for(
+    step: &mut dyn FnMut(usize) -> Result<usize>,
+    duration: Duration,
+    i: &mut usize,
+) -> Result<(usize, Duration)> {
     let start = Instant::now();
-    let mut images = 0usize;
-    let limit = Duration::from_secs_f64(seconds);
-    while start.elapsed() < limit {
-        step(i)?;
-        i += 1;
-        images += batch;
+    let mut n = 0usize;
+    while start.elapsed() < duration {
+        step(*i)?;
+        *i += 1;
+        n += 1;
     }
-    Ok(Rate {
-        rate: images as f64 / start.elapsed().as_secs_f64(),
-    })
+    Ok((n, start.elapsed()))
 }
 
 /// Encoded images from `--images`, else synthetic JPEGs.
