@@ -64,6 +64,8 @@ stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib/cuda"
 cp "$bin_dir/semclip-transmitter" "$probe" "$stage/bin/"
+# Debug sections off (symbols stay), as in build-images.sh.
+strip --strip-debug "$stage/bin/semclip-transmitter"
 cp -L "$capi/$ort_lib" "$capi/libonnxruntime_providers_shared.so" \
     "$capi/libonnxruntime_providers_cuda.so" "$stage/lib/"
 # Every shared library of the nvidia-* wheels, flattened into one directory.

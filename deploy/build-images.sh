@@ -12,6 +12,10 @@
 #                     bundles/tiny-lit; the compose file can mount another one over it)
 #   --ort-lib FILE    libonnxruntime to bake in (default: the one in .venv's onnxruntime)
 #   --cargo-build     run `cargo build --release` for the three daemons first
+#   --keep-debug      keep the binaries' line tables (the release profile has them, which
+#                     makes each binary about 70 MB); by default the copies in the images
+#                     are stripped of debug sections, keeping symbols, so backtraces still
+#                     name functions
 # Environment: DOCKER (client command, default docker), DOCKER_HOST as usual.
 set -euo pipefail
 
@@ -23,6 +27,7 @@ bin_dir="$root/target/release"
 bundle="$root/bundles/tiny-lit"
 ort_lib=""
 cargo_build=0
+keep_debug=0
 daemons=(transmitter channel-sim receiver)
 
 while [[ $# -gt 0 ]]; do
@@ -33,6 +38,7 @@ while [[ $# -gt 0 ]]; do
         --bundle) bundle="${2:?--bundle needs a value}"; shift 2 ;;
         --ort-lib) ort_lib="${2:?--ort-lib needs a value}"; shift 2 ;;
         --cargo-build) cargo_build=1; shift ;;
+        --keep-debug) keep_debug=1; shift ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
             exit 0
@@ -93,6 +99,9 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib"
 for d in "${daemons[@]}"; do
     cp "$bin_dir/semclip-$d" "$stage/bin/"
+    if [[ $keep_debug == 0 ]]; then
+        strip --strip-debug "$stage/bin/semclip-$d"
+    fi
 done
 cp "$probe" "$stage/bin/"
 cp -L "$ort_lib" "$stage/lib/"
