@@ -65,17 +65,24 @@ pub struct BenchReport {
     pub bundle: String,
     pub k: u32,
     pub provider: String,
-    /// (a) images per second through image encoder + JSCC encoder on preprocessed pixels.
+    /// (a) images per second through image encoder + JSCC encoder on preprocessed pixels,
+    /// one image after another in one thread.
     pub raw_onnx_images_per_s: f64,
     /// (a') the same with JPEG/PNG decoding and preprocessing in the loop.
     pub raw_with_preprocess_images_per_s: f64,
-    /// (b) images per second acknowledged by the transmitter service over gRPC.
-    pub service_images_per_s: f64,
-    pub service_concurrency: usize,
+    /// (a'') (a') in `concurrency` threads sharing the models.
+    pub raw_with_preprocess_concurrent_images_per_s: f64,
+    /// (b) images per second acknowledged by the transmitter service over gRPC, one Send
+    /// after another.
+    pub service_sequential_images_per_s: f64,
+    /// (b') the same with `concurrency` Send calls in flight.
+    pub service_concurrent_images_per_s: f64,
+    /// Threads in (a'') and calls in flight in (b').
+    pub concurrency: usize,
     /// (b) / (a').
-    pub service_over_raw_with_preprocess: f64,
-    /// (b) / (a).
-    pub service_over_raw_onnx: f64,
+    pub sequential_service_over_raw: f64,
+    /// (b') / (a'').
+    pub concurrent_service_over_raw: f64,
     /// (c) Send + Classify per image at 20 dB, one after another.
     pub end_to_end_latency_20db: Latency,
     /// (c) Send alone.
@@ -122,24 +129,21 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         .iter()
         .map(|b| decode_and_preprocess(b, pre, &limits))
         .collect::<std::result::Result<_, _>>()?;
-    let warmup = 10.min(args.throughput_images);
+    let warmup = 20.min(args.throughput_images);
     for p in pixels.iter().cycle().take(warmup) {
         let z = models.embed_image(p)?;
         models.jscc_encode(k, &z, 20.0)?;
     }
-    let started = Instant::now();
-    for p in pixels.iter().cycle().take(args.throughput_images) {
-        let z = models.embed_image(p)?;
-        std::hint::black_box(models.jscc_encode(k, &z, 20.0)?);
-    }
-    let raw = args.throughput_images as f64 / started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    for b in images.iter().cycle().take(args.throughput_images) {
-        let p = decode_and_preprocess(b, pre, &limits)?;
-        let z = models.embed_image(&p)?;
-        std::hint::black_box(models.jscc_encode(k, &z, 20.0)?);
-    }
-    let raw_pre = args.throughput_images as f64 / started.elapsed().as_secs_f64();
+    let raw = raw_rate(&models, &pixels, None, k, args.throughput_images, 1)?;
+    let raw_pre = raw_rate(&models, &images, Some(pre), k, args.throughput_images, 1)?;
+    let raw_pre_concurrent = raw_rate(
+        &models,
+        &images,
+        Some(pre),
+        k,
+        args.throughput_images,
+        args.concurrency,
+    )?;
     let provider = models.provider().to_string();
     drop(models);
 
@@ -160,24 +164,9 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         }
 
         let images = Arc::new(images);
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for worker in 0..args.concurrency {
-            let (client, images) = (client.clone(), images.clone());
-            let count = args.throughput_images;
-            let workers = args.concurrency;
-            tasks.push(tokio::spawn(async move {
-                for i in (worker..count).step_by(workers) {
-                    let image = images[i % images.len()].clone();
-                    client.send(image, &format!("bench-tput-{i}")).await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        let service = args.throughput_images as f64 / started.elapsed().as_secs_f64();
+        let sequential = service_rate(&client, &images, args.throughput_images, 1).await?;
+        let concurrent =
+            service_rate(&client, &images, args.throughput_images, args.concurrency).await?;
 
         let labels: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
         let (mut send_ms, mut e2e_ms) = (Vec::new(), Vec::new());
@@ -190,11 +179,16 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
             send_ms.push(sent.as_secs_f64() * 1e3);
             e2e_ms.push(started.elapsed().as_secs_f64() * 1e3);
         }
-        anyhow::Ok((service, Latency::of(&send_ms), Latency::of(&e2e_ms)))
+        anyhow::Ok((
+            sequential,
+            concurrent,
+            Latency::of(&send_ms),
+            Latency::of(&e2e_ms),
+        ))
     }
     .await;
     link.shutdown().await?;
-    let (service, send_latency, e2e_latency) = outcome?;
+    let (sequential, concurrent, send_latency, e2e_latency) = outcome?;
 
     Ok(BenchReport {
         bundle: args.bundle.display().to_string(),
@@ -202,10 +196,12 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         provider,
         raw_onnx_images_per_s: raw,
         raw_with_preprocess_images_per_s: raw_pre,
-        service_images_per_s: service,
-        service_concurrency: args.concurrency,
-        service_over_raw_with_preprocess: service / raw_pre,
-        service_over_raw_onnx: service / raw,
+        raw_with_preprocess_concurrent_images_per_s: raw_pre_concurrent,
+        service_sequential_images_per_s: sequential,
+        service_concurrent_images_per_s: concurrent,
+        concurrency: args.concurrency,
+        sequential_service_over_raw: sequential / raw_pre,
+        concurrent_service_over_raw: concurrent / raw_pre_concurrent,
         end_to_end_latency_20db: e2e_latency,
         send_latency_20db: send_latency,
     })
@@ -221,25 +217,116 @@ fn core_device(device: Device) -> semclip_core::runtime::Device {
     }
 }
 
+/// Images per second through image encoder + JSCC encoder for `count` images taken in
+/// turn from `inputs`, in `threads` threads. With `preprocess`, `inputs` are encoded
+/// images that are decoded and preprocessed in the loop; without, they are pixels.
+fn raw_rate<T: RawInput + Sync>(
+    models: &Models,
+    inputs: &[T],
+    preprocess: Option<&semclip_core::preprocess::Preprocess>,
+    k: u32,
+    count: usize,
+    threads: usize,
+) -> Result<f64> {
+    let limits = ImageLimits::default();
+    let one = |i: usize| -> Result<()> {
+        let input = &inputs[i % inputs.len()];
+        let pixels = match preprocess {
+            Some(p) => decode_and_preprocess(input.bytes(), p, &limits)?,
+            None => input.pixels().to_vec(),
+        };
+        let z = models.embed_image(&pixels)?;
+        std::hint::black_box(models.jscc_encode(k, &z, 20.0)?);
+        Ok(())
+    };
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| scope.spawn(move || (t..count).step_by(threads).try_for_each(one)))
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("benchmark thread panicked"))
+    })?;
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// What [`raw_rate`] loops over: encoded images or preprocessed pixels.
+pub trait RawInput {
+    fn bytes(&self) -> &[u8];
+    fn pixels(&self) -> &[f32];
+}
+
+impl RawInput for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn pixels(&self) -> &[f32] {
+        &[]
+    }
+}
+
+impl RawInput for Vec<f32> {
+    fn bytes(&self) -> &[u8] {
+        &[]
+    }
+    fn pixels(&self) -> &[f32] {
+        self
+    }
+}
+
+/// Images per second acknowledged by the transmitter for `count` Send calls with
+/// `concurrency` in flight.
+async fn service_rate(
+    client: &crate::client::LinkClient,
+    images: &Arc<Vec<Vec<u8>>>,
+    count: usize,
+    concurrency: usize,
+) -> Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (client, images) = (client.clone(), images.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (worker..count).step_by(concurrency) {
+                let image = images[i % images.len()].clone();
+                client
+                    .send(image, &format!("bench-tput-{concurrency}-{i}"))
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
 /// The figures as text.
 pub fn render(r: &BenchReport) -> String {
     format!(
         "bundle {}, k={}, provider {}\n\
-         (a)  raw ONNX, image encoder + JSCC encoder:        {:9.1} images/s\n\
-         (a') the same with image decoding + preprocessing:  {:9.1} images/s\n\
-         (b)  transmitter service via gRPC ({} concurrent):   {:9.1} images/s\n\
-         ratio (b)/(a') = {:.3}, (b)/(a) = {:.3}\n\
-         (c)  at 20 dB over {} images: Send median {:.2} ms, p99 {:.2} ms; \
+         (a)   raw ONNX, image encoder + JSCC encoder, 1 thread:       {:9.1} images/s\n\
+         (a')  the same with image decoding + preprocessing:           {:9.1} images/s\n\
+         (a'') (a') in {} threads:                                      {:9.1} images/s\n\
+         (b)   transmitter service via gRPC, one Send at a time:       {:9.1} images/s\n\
+         (b')  the same with {} Sends in flight:                        {:9.1} images/s\n\
+         service over raw: (b)/(a') = {:.3}, (b')/(a'') = {:.3}\n\
+         (c)   at 20 dB over {} images: Send median {:.2} ms, p99 {:.2} ms; \
          Send+Classify median {:.2} ms, p99 {:.2} ms\n",
         r.bundle,
         r.k,
         r.provider,
         r.raw_onnx_images_per_s,
         r.raw_with_preprocess_images_per_s,
-        r.service_concurrency,
-        r.service_images_per_s,
-        r.service_over_raw_with_preprocess,
-        r.service_over_raw_onnx,
+        r.concurrency,
+        r.raw_with_preprocess_concurrent_images_per_s,
+        r.service_sequential_images_per_s,
+        r.concurrency,
+        r.service_concurrent_images_per_s,
+        r.sequential_service_over_raw,
+        r.concurrent_service_over_raw,
         r.end_to_end_latency_20db.count,
         r.send_latency_20db.median_ms,
         r.send_latency_20db.p99_ms,
