@@ -118,8 +118,8 @@ teardown() {
         done
     fi
     if [[ $rc != 0 && -f "$state/dockerd.log" ]]; then
-        echo "last lines of the dockerd log:"
-        tail -n 15 "$state/dockerd.log"
+        echo "errors in the dockerd log (last 10):"
+        grep -E 'level=(error|fatal)' "$state/dockerd.log" | tail -n 10
     fi
     # Only a directory this script made (it holds the marker) is ever removed.
     if [[ $keep_data == 0 && -f "$state/.semclip-docker-test" ]]; then
@@ -167,7 +167,7 @@ touch "$state/.semclip-docker-test"
 # No iptables rules and no default bridge: compose's own network and docker-proxy for the
 # published ports are all the test needs, and nothing is left in the host's firewall.
 dockerd --data-root "$state/data" --exec-root "$state/exec" --pidfile "$state/dockerd.pid" \
-    --host "$DOCKER_HOST" --iptables=false --ip-masq=false --bridge=none \
+    --host "$DOCKER_HOST" --iptables=false --ip-masq=false --bridge=none --log-level warn \
     >"$state/dockerd.log" 2>&1 &
 dockerd_pid=$!
 t_engine=$(date +%s.%N)
