@@ -114,7 +114,9 @@ teardown() {
     if [[ -n "$links_before" ]]; then
         for link in $(bridges); do
             [[ "$link" =~ ^br-[0-9a-f]{12}$ ]] || continue
-            grep -qx "$link" <<<"$links_before" || { ip link delete "$link" && echo "removed $link"; }
+            if ! grep -qx "$link" <<<"$links_before"; then
+                ip link delete "$link" && echo "removed $link"
+            fi
         done
     fi
     if [[ $rc != 0 && -f "$state/dockerd.log" ]]; then
@@ -207,7 +209,10 @@ export SEMCLIP_TAG=test
 # ---------------------------------------------------------------------------------------
 step "4. up"
 # ---------------------------------------------------------------------------------------
-health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1" 2>/dev/null || echo missing; }
+health() {
+    docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' \
+        "$1" 2>/dev/null || echo missing
+}
 cid() { "${compose[@]}" ps -q "$1"; }
 
 t_up=$(date +%s.%N)
@@ -233,8 +238,8 @@ up_s="$(since "$t_up")"
 echo "all three healthy $up_s s after compose up ($states)"
 ok "stack healthy"
 
-for pair in transmitter:$SEMCLIP_TRANSMITTER_METRICS_PORT channel-sim:$SEMCLIP_CHANNEL_METRICS_PORT \
-    receiver:$SEMCLIP_RECEIVER_METRICS_PORT; do
+for pair in transmitter:$SEMCLIP_TRANSMITTER_METRICS_PORT \
+    channel-sim:$SEMCLIP_CHANNEL_METRICS_PORT receiver:$SEMCLIP_RECEIVER_METRICS_PORT; do
     if curl -fsS --max-time 5 "http://127.0.0.1:${pair#*:}/metrics" >"$state/metrics.txt" &&
         grep -q '^# TYPE ' "$state/metrics.txt"; then
         ok "${pair%%:*} serves Prometheus metrics on 127.0.0.1:${pair#*:}"
@@ -249,7 +254,8 @@ step "5. drive the link with the semclip CLI"
 tmp="$state/cli"
 mkdir -p "$tmp"
 if "$bin/semclip" send --json "$sample" >"$tmp/send.json" 2>"$tmp/send.err"; then
-    id="$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["message_id"])' "$tmp/send.json")"
+    id="$(python3 -c 'import json, sys
+print(json.loads(open(sys.argv[1]).readline())["message_id"])' "$tmp/send.json")"
     ok "send $sample -> message $id"
 else
     fail "send: $(cat "$tmp/send.err")"
@@ -257,7 +263,9 @@ else
 fi
 
 if "$bin/semclip" channel set --snr-db 5 --json >"$tmp/set.json" 2>"$tmp/set.err" &&
-    python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert abs(c["snr_db"]-5)<1e-6, c' "$tmp/set.json"; then
+    python3 -c 'import json, sys
+c = json.load(open(sys.argv[1]))
+assert abs(c["snr_db"] - 5) < 1e-6, c' "$tmp/set.json"; then
     ok "channel set --snr-db 5 -> $(cat "$tmp/set.json")"
 else
     fail "channel set: $(cat "$tmp/set.err" "$tmp/set.json" 2>/dev/null)"
@@ -292,7 +300,8 @@ step "6. channel outage and recovery"
 if "$bin/semclip" send "$sample" >"$tmp/out.txt" 2>"$tmp/out.err"; then
     fail "a send succeeded while the channel was down: $(cat "$tmp/out.txt")"
 elif grep -qi "unavailable" "$tmp/out.err"; then
-    ok "send during the outage fails as unavailable: $(grep -i unavailable "$tmp/out.err" | head -1)"
+    ok "send during the outage fails as unavailable:" \
+        "$(grep -i unavailable "$tmp/out.err" | head -1)"
 else
     fail "send during the outage failed without saying unavailable: $(cat "$tmp/out.err")"
 fi
