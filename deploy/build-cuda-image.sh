@@ -2,8 +2,8 @@
 # Builds semclip-transmitter-cuda: the transmitter with ONNX Runtime's CUDA execution
 # provider, on a base of exactly the libraries it needs (deploy/build-base-image.sh).
 #
-# The CUDA libraries come from PyPI wheels (deploy/cuda/requirements.txt, about 2 GiB to
-# download, once, into a venv under ${XDG_CACHE_HOME:-~/.cache}/semclip); only their
+# The CUDA libraries come from PyPI wheels (deploy/cuda/requirements.txt; a large download,
+# made once, into a venv under ${XDG_CACHE_HOME:-~/.cache}/semclip); only their
 # shared libraries go into the image. Running the image needs an NVIDIA driver for CUDA 13
 # on the host and the NVIDIA container toolkit (docker run --gpus all ...).
 #
