@@ -232,14 +232,15 @@ class Grid:
     snrs: list[float]
     draws: int
     test_images: int | None  # None: all 10,000
-    tapl_images: int  # per task (new-class and all-class subsets), per SNR
+    tapl_images: int  # new-class test images for the TAPL rows, per SNR
+    tapl_images_all: int  # test images for the 10-way TAPL rows, per SNR
     tapl_draws: int
     extra_seeds: bool  # include JSCC checkpoints of more seeds and the no-AF models
 
 
 GRIDS = {
-    "full": Grid("full", SNR_GRID_FULL, 3, None, 500, 2, True),
-    "reduced": Grid("reduced", SNR_GRID_REDUCED, 1, 2000, 100, 1, False),
+    "full": Grid("full", SNR_GRID_FULL, 3, None, 500, 200, 1, True),
+    "reduced": Grid("reduced", SNR_GRID_REDUCED, 1, 2000, 100, 50, 1, False),
 }
 
 
@@ -280,13 +281,13 @@ def _schemes(bundle_dir: Path, manifest: dict, z_fit: np.ndarray, grid: Grid, lo
         if not grid.extra_seeds or k != default_k:
             continue
         for seed in (1, 2):
-            path = checkpoint_path(k, seed)
+            path = checkpoint_path(bundle_dir, k, seed)
             if path.is_file():
                 out.append((baselines.TorchJscc(path), seed, None))
             else:
                 log(f"note: no checkpoint {path}; seed {seed} left out")
         for snr in grid.snrs:
-            path = checkpoint_path(k, 0, snr)
+            path = checkpoint_path(bundle_dir, k, 0, snr)
             if path.is_file():
                 out.append((baselines.TorchJscc(path, "semclip_no_tapl_no_af"), 0, snr))
             else:
@@ -296,7 +297,9 @@ def _schemes(bundle_dir: Path, manifest: dict, z_fit: np.ndarray, grid: Grid, lo
     return out
 
 
-def _tapl_rows(bundle_dir, manifest, test, text_model, grid: Grid, log) -> list[dict]:
+def _tapl_rows(
+    bundle_dir, manifest, test, text_model, text: torch.Tensor, grid: Grid, log
+) -> list[dict]:
     """SemCLIP with TAPL (and, on the same images and noise, without), default k."""
     from . import tapl
     from .train_tapl import bundle_jscc
@@ -314,9 +317,6 @@ def _tapl_rows(bundle_dir, manifest, test, text_model, grid: Grid, log) -> list[
     with torch.no_grad():
         model.context.copy_(torch.from_numpy(context))
     meta_net = ort_session(Path(bundle_dir) / info["meta_net"])
-    plain = tapl.Tapl(
-        text_model, int(manifest["embed_dim"]), float(manifest["logit_scale"])
-    )
     link = bundle_jscc(bundle_dir)
     base, new = data.base_new_split()
     rows = []
@@ -326,7 +326,8 @@ def _tapl_rows(bundle_dir, manifest, test, text_model, grid: Grid, log) -> list[
     }
     for task, classes in tasks.items():
         pool = np.flatnonzero(np.isin(test["labels"], classes))
-        idx = pool[_stratified(test["labels"][pool], grid.tapl_images, seed=5)]
+        n_img = grid.tapl_images if task == "acc_new" else grid.tapl_images_all
+        idx = pool[_stratified(test["labels"][pool], n_img, seed=5)]
         z = torch.from_numpy(test["z"][idx])
         labels = test["labels"][idx]
         prompts = tapl.PromptTokens(text_model, [data.CLASSES[c] for c in classes])
@@ -336,22 +337,21 @@ def _tapl_rows(bundle_dir, manifest, test, text_model, grid: Grid, log) -> list[
                 bias = torch.from_numpy(
                     meta_net.run(None, {"z_hat": z_hat.numpy().astype(np.float32)})[0]
                 )
-                for name, m, b in (
-                    ("semclip", model, bias),
-                    ("semclip_no_tapl_sub", plain, None),
+                with torch.no_grad():
+                    tapl_logits = torch.cat(
+                        [
+                            model.logits(z_hat[i : i + 100], prompts, bias[i : i + 100])
+                            for i in range(0, len(z_hat), 100)
+                        ]
+                    )
+                # Without TAPL: the fixed template features (an untrained TAPL equals
+                # them exactly), on the same images and noise.
+                plain_logits = z_hat @ text[classes].T
+                for name, logits in (
+                    ("semclip", tapl_logits),
+                    ("semclip_no_tapl_sub", plain_logits),
                 ):
-                    with torch.no_grad():
-                        hits = 0
-                        for i in range(0, len(z_hat), 100):
-                            bb = None if b is None else b[i : i + 100]
-                            pred = (
-                                m.logits(z_hat[i : i + 100], prompts, bb)
-                                .argmax(1)
-                                .numpy()
-                            )
-                            hits += int(
-                                (np.asarray(classes)[pred] == labels[i : i + 100]).sum()
-                            )
+                    pred = np.asarray(classes)[logits.argmax(1).numpy()]
                     rows.append(
                         dict(
                             method=name,
@@ -360,7 +360,7 @@ def _tapl_rows(bundle_dir, manifest, test, text_model, grid: Grid, log) -> list[
                             snr_db=snr,
                             draw=draw,
                             task=task,
-                            value=hits / len(z_hat),
+                            value=float((pred == labels).mean()),
                             n=len(z_hat),
                         )
                     )
@@ -467,7 +467,7 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         log(
             f"{scheme.name} k={scheme.k} seed={seed} done ({time.time() - t_start:.0f} s)"
         )
-    rows += _tapl_rows(bundle_dir, manifest, test, text_model, grid, log)
+    rows += _tapl_rows(bundle_dir, manifest, test, text_model, text, grid, log)
     bt_ir = bt_ir_rows(bundle_dir, data_root, text, log) if grid.extra_seeds else []
 
     return {

@@ -390,8 +390,9 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
         f"- Channel: AWGN, per-symbol SNR = 10 log10(1/s2), unit energy per complex symbol; "
         f"SNRs {', '.join(f'{s:+.0f}' for s in g['snrs'])} dB; {g['draws']} noise draws "
         "per cell.",
-        f"- SemCLIP with TAPL is evaluated on a class-balanced subsample of {g['tapl_images']} "
-        f"test images per task ({g['tapl_draws']} noise draws), because every image needs "
+        "- SemCLIP with TAPL is evaluated on class-balanced subsamples of "
+        f"{g['tapl_images']} new-class test images (5-way) and {g.get('tapl_images_all')} "
+        f"test images (10-way), {g['tapl_draws']} noise draw(s) per SNR, because every image needs "
         "its own prompts through the text encoder; the row 'SemCLIP w/o TAPL (TAPL "
         "subsample)' is the same JSCC on the same images and noise, for a paired "
         "comparison.",

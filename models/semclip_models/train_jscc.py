@@ -38,15 +38,22 @@ from torch.nn import functional as F
 
 from . import bundle as bundle_io
 from . import channel, jscc
-from .evaluate import RUNS_DIR, train_embeddings
+from .evaluate import RUNS_DIR, image_encoder_path, train_embeddings
 
 CKPT_DIR = RUNS_DIR / "jscc"
 
 
-def checkpoint_path(k: int, seed: int, no_af_snr: float | None = None) -> Path:
-    if no_af_snr is None:
-        return CKPT_DIR / f"k{k}_s{seed}.pt"
-    return CKPT_DIR / f"k{k}_noaf_snr{no_af_snr:+.0f}_s{seed}.pt"
+def checkpoint_path(
+    bundle_dir: Path, k: int, seed: int, no_af_snr: float | None = None
+) -> Path:
+    """Checkpoints live under the image encoder's hash: a new encoder never reuses them."""
+    sha = bundle_io.sha256_file(image_encoder_path(bundle_dir))[:16]
+    name = (
+        f"k{k}_s{seed}.pt"
+        if no_af_snr is None
+        else f"k{k}_noaf_snr{no_af_snr:+.0f}_s{seed}.pt"
+    )
+    return CKPT_DIR / sha / name
 
 
 def split_training_set(emb: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -327,7 +334,6 @@ def main(argv: list[str] | None = None) -> None:
     z_train, z_val = split_training_set(emb)
     print(f"training set {len(z_train)} embeddings, validation {len(z_val)}")
     validation = Validation(emb, base_text_features(args.bundle))
-    CKPT_DIR.mkdir(parents=True, exist_ok=True)
     hyper = dict(
         steps=args.steps,
         batch=args.batch,
@@ -343,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     jobs += [(args.default_k, s, None) for s in args.extra_seeds]
     jobs += [(args.default_k, args.seed, snr) for snr in args.no_af_snrs]
     for k, seed, snr in jobs:
-        path = checkpoint_path(k, seed, snr)
+        path = checkpoint_path(args.bundle, k, seed, snr)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if args.skip_existing and path.is_file():
             print(f"reusing {path}")
             continue
@@ -359,7 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.export:
         entries = []
         for k in args.ks:
-            model, _, meta = jscc.load_checkpoint(checkpoint_path(k, args.seed))
+            model, _, meta = jscc.load_checkpoint(
+                checkpoint_path(args.bundle, k, args.seed)
+            )
             enc, dec, diff = export_onnx(model, args.bundle)
             print(
                 f"exported {enc.name}, {dec.name} (ONNX vs torch max |diff| {diff:.1e})"

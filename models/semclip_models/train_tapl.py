@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from . import bundle as bundle_io
 from . import data, jscc, tapl
 from .baselines import OnnxJscc
-from .evaluate import RUNS_DIR, train_embeddings
+from .evaluate import RUNS_DIR, image_encoder_path, train_embeddings
 from .text_tower import MiniLMText
 from .train_jscc import split_training_set
 
@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
             f"val base acc at {snr:+.0f} dB: TAPL {val[snr][0]:.3f}, template {val[snr][1]:.3f}"
         )
 
-    CKPT_DIR.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = CKPT_DIR / bundle_io.sha256_file(image_encoder_path(args.bundle))[:16]
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
     state = {n: v for n, v in model.state_dict().items() if not n.startswith("text.")}
     meta = {
         "command": command,
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             str(s): {"tapl": a, "template": b} for s, (a, b) in val.items()
         },
     }
-    torch.save({"state_dict": state, "meta": meta}, CKPT_DIR / "tapl.pt")
+    torch.save({"state_dict": state, "meta": meta}, ckpt_dir / "tapl.pt")
 
     if args.export:
         diff = export_tapl(model, args.bundle)
