@@ -54,6 +54,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,
 
+    /// Rounds of alternating raw and service measurements; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
@@ -64,6 +68,8 @@ pub struct BenchArgs {
 pub struct BenchReport {
     pub bundle: String,
     pub k: u32,
+    /// Rounds whose median each throughput figure is.
+    pub rounds: usize,
     pub provider: String,
     /// (a) images per second through image encoder + JSCC encoder on preprocessed pixels,
     /// one image after another in one thread.
@@ -87,6 +93,9 @@ pub struct BenchReport {
     pub end_to_end_latency_20db: Latency,
     /// (c) Send alone.
     pub send_latency_20db: Latency,
+    /// (c) The transmitter's own timing of preprocessing + image encoder + JSCC encoder
+    /// (+ power normalisation) per Send, as reported in its replies.
+    pub transmitter_encode_stages: Latency,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -102,8 +111,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
 /// Measures (a), (b) and (c) as described in the module docs.
 pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
-    if args.throughput_images == 0 || args.latency_images == 0 || args.concurrency == 0 {
-        bail!("--throughput-images, --latency-images and --concurrency must be positive");
+    if [
+        args.throughput_images,
+        args.latency_images,
+        args.concurrency,
+        args.rounds,
+    ]
+    .contains(&0)
+    {
+        bail!("--throughput-images, --latency-images, --concurrency and --rounds must be positive");
     }
     let files = sample_files(&args.images)?;
     let images: Vec<Vec<u8>> = files
@@ -134,18 +150,7 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         let z = models.embed_image(p)?;
         models.jscc_encode(k, &z, 20.0)?;
     }
-    let raw = raw_rate(&models, &pixels, None, k, args.throughput_images, 1)?;
-    let raw_pre = raw_rate(&models, &images, Some(pre), k, args.throughput_images, 1)?;
-    let raw_pre_concurrent = raw_rate(
-        &models,
-        &images,
-        Some(pre),
-        k,
-        args.throughput_images,
-        args.concurrency,
-    )?;
     let provider = models.provider().to_string();
-    drop(models);
 
     // (b) and (c) through the services, started in this process.
     let link = LocalLink::start(LocalOptions {
@@ -163,36 +168,64 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
                 .await?;
         }
 
+        // Raw and service measurements alternate over several rounds, and the median of
+        // each is reported, so that a change in the machine's load during the run affects
+        // both sides alike.
         let images = Arc::new(images);
-        let sequential = service_rate(&client, &images, args.throughput_images, 1).await?;
-        let concurrent =
-            service_rate(&client, &images, args.throughput_images, args.concurrency).await?;
+        let n = args.throughput_images;
+        let mut rates: [Vec<f64>; 5] = Default::default();
+        for _ in 0..args.rounds {
+            let raw = tokio::task::block_in_place(|| -> Result<[f64; 3]> {
+                Ok([
+                    raw_rate(&models, &pixels, None, k, n, 1)?,
+                    raw_rate(&models, &images, Some(pre), k, n, 1)?,
+                    raw_rate(&models, &images, Some(pre), k, n, args.concurrency)?,
+                ])
+            })?;
+            let sequential = service_rate(&client, &images, n, 1).await?;
+            let concurrent = service_rate(&client, &images, n, args.concurrency).await?;
+            for (all, rate) in rates
+                .iter_mut()
+                .zip(raw.into_iter().chain([sequential, concurrent]))
+            {
+                all.push(rate);
+            }
+        }
+        let rates = rates.map(|r| median(&r));
 
         let labels: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
-        let (mut send_ms, mut e2e_ms) = (Vec::new(), Vec::new());
+        let (mut send_ms, mut e2e_ms, mut stages_ms) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..args.latency_images {
             let image = images[i % images.len()].clone();
             let started = Instant::now();
             let reply = client.send(image, &format!("bench-latency-{i}")).await?;
             let sent = started.elapsed();
+            let t = reply.timings.unwrap_or_default();
+            stages_ms.push(t.preprocess_ms + t.image_encode_ms + t.jscc_encode_ms);
             client.classify(&reply.message_id, &labels, &[], 1).await?;
             send_ms.push(sent.as_secs_f64() * 1e3);
             e2e_ms.push(started.elapsed().as_secs_f64() * 1e3);
         }
         anyhow::Ok((
-            sequential,
-            concurrent,
+            rates,
             Latency::of(&send_ms),
             Latency::of(&e2e_ms),
+            Latency::of(&stages_ms),
         ))
     }
     .await;
     link.shutdown().await?;
-    let (sequential, concurrent, send_latency, e2e_latency) = outcome?;
+    let (
+        [raw, raw_pre, raw_pre_concurrent, sequential, concurrent],
+        send_latency,
+        e2e_latency,
+        stages,
+    ) = outcome?;
 
     Ok(BenchReport {
         bundle: args.bundle.display().to_string(),
         k,
+        rounds: args.rounds,
         provider,
         raw_onnx_images_per_s: raw,
         raw_with_preprocess_images_per_s: raw_pre,
@@ -204,7 +237,14 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         concurrent_service_over_raw: concurrent / raw_pre_concurrent,
         end_to_end_latency_20db: e2e_latency,
         send_latency_20db: send_latency,
+        transmitter_encode_stages: stages,
     })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    crate::stats::quantile_sorted(&v, 0.5)
 }
 
 /// The core library's name for the same device choice.
@@ -306,7 +346,7 @@ async fn service_rate(
 /// The figures as text.
 pub fn render(r: &BenchReport) -> String {
     format!(
-        "bundle {}, k={}, provider {}\n\
+        "bundle {}, k={}, provider {}, throughput: median of {} rounds\n\
          (a)   raw ONNX, image encoder + JSCC encoder, 1 thread:       {:9.1} images/s\n\
          (a')  the same with image decoding + preprocessing:           {:9.1} images/s\n\
          (a'') (a') in {} threads:                                      {:9.1} images/s\n\
@@ -314,10 +354,13 @@ pub fn render(r: &BenchReport) -> String {
          (b')  the same with {} Sends in flight:                        {:9.1} images/s\n\
          service over raw: (b)/(a') = {:.3}, (b')/(a'') = {:.3}\n\
          (c)   at 20 dB over {} images: Send median {:.2} ms, p99 {:.2} ms; \
-         Send+Classify median {:.2} ms, p99 {:.2} ms\n",
+         Send+Classify median {:.2} ms, p99 {:.2} ms\n\
+         the transmitter's own preprocess + encoders time per Send: median {:.3} ms \
+         (raw (a') per image: {:.3} ms)\n",
         r.bundle,
         r.k,
         r.provider,
+        r.rounds,
         r.raw_onnx_images_per_s,
         r.raw_with_preprocess_images_per_s,
         r.concurrency,
@@ -332,5 +375,7 @@ pub fn render(r: &BenchReport) -> String {
         r.send_latency_20db.p99_ms,
         r.end_to_end_latency_20db.median_ms,
         r.end_to_end_latency_20db.p99_ms,
+        r.transmitter_encode_stages.median_ms,
+        1e3 / r.raw_with_preprocess_images_per_s,
     )
 }
