@@ -15,6 +15,14 @@ async fn demo_answers_are_right_at_20_db() {
          regenerate its text encoder",
         bundle.display()
     );
+    let manifest = semclip_tests::manifest(&bundle);
+    assert_eq!(
+        manifest["random_init"],
+        false,
+        "bundle {} is not trained yet (manifest says random_init: true): train it with the \
+         pipeline in models/",
+        bundle.display()
+    );
     require_onnxruntime();
     let files = sample_files(&root.join("samples")).unwrap();
     assert!(
