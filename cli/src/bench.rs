@@ -16,6 +16,7 @@ use clap::Args;
 use semclip_common::Device;
 use semclip_core::bundle::Bundle;
 use semclip_core::models::Models;
+use semclip_core::pipeline::Transmitter;
 use semclip_core::preprocess::{decode_and_preprocess, ImageLimits};
 use serde::Serialize;
 
@@ -74,7 +75,8 @@ pub struct BenchReport {
     /// (a) images per second through image encoder + JSCC encoder on preprocessed pixels,
     /// one image after another in one thread.
     pub raw_onnx_images_per_s: f64,
-    /// (a') the same with JPEG/PNG decoding and preprocessing in the loop.
+    /// (a') the core library's transmitter pipeline per image (decoding, preprocessing,
+    /// both encoders, power normalisation): the service's work without gRPC.
     pub raw_with_preprocess_images_per_s: f64,
     /// (a'') (a') in `concurrency` threads sharing the models.
     pub raw_with_preprocess_concurrent_images_per_s: f64,
@@ -130,7 +132,7 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
     // (a) raw ONNX Runtime through the core library, in this thread.
     semclip_core::runtime::init_ort(None)?;
     let bundle = Bundle::load(&args.bundle)?;
-    let models = Models::load(&bundle, core_device(args.device))?;
+    let models = Arc::new(Models::load(&bundle, core_device(args.device))?);
     let k = args.k.unwrap_or_else(|| models.default_k());
     if !models.ks().contains(&k) {
         bail!(
@@ -151,6 +153,7 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         models.jscc_encode(k, &z, 20.0)?;
     }
     let provider = models.provider().to_string();
+    let pipeline = Transmitter::new(&bundle, models.clone(), ImageLimits::default());
 
     // (b) and (c) through the services, started in this process.
     let link = LocalLink::start(LocalOptions {
@@ -177,9 +180,9 @@ pub async fn measure(args: &BenchArgs) -> Result<BenchReport> {
         for _ in 0..args.rounds {
             let raw = tokio::task::block_in_place(|| -> Result<[f64; 3]> {
                 Ok([
-                    raw_rate(&models, &pixels, None, k, n, 1)?,
-                    raw_rate(&models, &images, Some(pre), k, n, 1)?,
-                    raw_rate(&models, &images, Some(pre), k, n, args.concurrency)?,
+                    raw_rate(&models, None, &pixels, k, n, 1)?,
+                    raw_rate(&models, Some(&pipeline), &images, k, n, 1)?,
+                    raw_rate(&models, Some(&pipeline), &images, k, n, args.concurrency)?,
                 ])
             })?;
             let sequential = service_rate(&client, &images, n, 1).await?;
@@ -257,26 +260,31 @@ fn core_device(device: Device) -> semclip_core::runtime::Device {
     }
 }
 
-/// Images per second through image encoder + JSCC encoder for `count` images taken in
-/// turn from `inputs`, in `threads` threads. With `preprocess`, `inputs` are encoded
-/// images that are decoded and preprocessed in the loop; without, they are pixels.
+/// Images per second for `count` images taken in turn from `inputs`, in `threads` threads.
+/// With `pipeline`, `inputs` are encoded images and each goes through the core library's
+/// transmitter pipeline (decode, preprocess, image encoder, JSCC encoder, power
+/// normalisation: the service's work without gRPC); without, they are preprocessed pixels
+/// and only the two encoders run.
 fn raw_rate<T: RawInput + Sync>(
-    models: &Models,
+    models: &Arc<Models>,
+    pipeline: Option<&Transmitter>,
     inputs: &[T],
-    preprocess: Option<&semclip_core::preprocess::Preprocess>,
     k: u32,
     count: usize,
     threads: usize,
 ) -> Result<f64> {
-    let limits = ImageLimits::default();
     let one = |i: usize| -> Result<()> {
         let input = &inputs[i % inputs.len()];
-        let pixels = match preprocess {
-            Some(p) => decode_and_preprocess(input.bytes(), p, &limits)?,
-            None => input.pixels().to_vec(),
-        };
-        let z = models.embed_image(&pixels)?;
-        std::hint::black_box(models.jscc_encode(k, &z, 20.0)?);
+        match pipeline {
+            // Exactly the transmitter's work per image, without gRPC.
+            Some(p) => {
+                std::hint::black_box(p.encode_image(input.bytes(), k, 20.0)?);
+            }
+            None => {
+                let z = models.embed_image(input.pixels())?;
+                std::hint::black_box(models.jscc_encode(k, &z, 20.0)?);
+            }
+        }
         Ok(())
     };
     let started = Instant::now();
@@ -348,7 +356,7 @@ pub fn render(r: &BenchReport) -> String {
     format!(
         "bundle {}, k={}, provider {}, throughput: median of {} rounds\n\
          (a)   raw ONNX, image encoder + JSCC encoder, 1 thread:       {:9.1} images/s\n\
-         (a')  the same with image decoding + preprocessing:           {:9.1} images/s\n\
+         (a')  core pipeline: decode, preprocess, encoders, power norm:{:9.1} images/s\n\
          (a'') (a') in {} threads:                                      {:9.1} images/s\n\
          (b)   transmitter service via gRPC, one Send at a time:       {:9.1} images/s\n\
          (b')  the same with {} Sends in flight:                        {:9.1} images/s\n\
