@@ -195,3 +195,107 @@ async fn send_classify_channel_list_and_watch_commands() {
 
     link.shutdown().await.unwrap();
 }
+
+/// A class-per-folder set made of the fixture's reference images: two classes.
+fn tiny_dataset(fixture: &std::path::Path, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("semclip-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let reference = fixture.join("reference");
+    for (class, files) in [
+        ("cat", ["img0.png", "img1.jpg"]),
+        ("dog", ["img2.png", "img1.jpg"]),
+    ] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for f in files {
+            std::fs::copy(reference.join(f), dir.join(class).join(f)).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn eval_in_process_writes_json_markdown_and_png() {
+    let fixture = fixture();
+    let data = tiny_dataset(&fixture, "eval-data");
+    let out = data.with_extension("out");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_semclip"))
+        .args([
+            "eval",
+            "--in-process",
+            "--quiet",
+            "--snr-db=-5,10",
+            "--limit",
+            "3",
+        ])
+        .arg("--bundle")
+        .arg(fixture.join("bundle"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("accuracy.json")).unwrap()).unwrap();
+    assert_eq!(report["classes"], serde_json::json!(["cat", "dog"]));
+    assert_eq!(report["images"], 3);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for (r, snr) in results.iter().zip([-5.0, 10.0]) {
+        assert_eq!(r["snr_db"], snr);
+        assert_eq!(r["total"], 3);
+        let accuracy = r["accuracy"].as_f64().unwrap();
+        assert_eq!(accuracy, r["correct"].as_f64().unwrap() / 3.0);
+        assert_eq!(r["send_latency"]["count"], 3);
+        assert!(r["end_to_end_latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    }
+    let md = std::fs::read_to_string(out.join("accuracy.md")).unwrap();
+    assert!(md.contains("| -5.0 |") && md.contains("| 10.0 |"), "{md}");
+    let png = std::fs::read(out.join("accuracy.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn demo_runs_on_any_bundle_and_marks_matches() {
+    let fixture = fixture();
+    let samples = std::env::temp_dir().join(format!("semclip-samples-{}", std::process::id()));
+    std::fs::create_dir_all(&samples).unwrap();
+    std::fs::copy(fixture.join("reference/img1.jpg"), samples.join("cat.jpg")).unwrap();
+    std::fs::copy(fixture.join("reference/img0.png"), samples.join("ship.png")).unwrap();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_semclip"))
+        .args(["demo", "--snr-db", "20,-10"])
+        .arg("--bundle")
+        .arg(fixture.join("bundle"))
+        .arg("--samples")
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two images at two SNRs, each row marked; a random-init bundle may well be wrong, which
+    // is not a failure of the demo.
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("cat.jpg") || l.starts_with("ship.png"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert!(
+        rows.iter().all(|r| r.ends_with("yes") || r.ends_with("no")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("top labels match the file name"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&samples).unwrap();
+}
