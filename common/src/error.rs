@@ -36,6 +36,11 @@ pub enum ServeError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A storage backend the daemon needs (for example the receiver's Redis) could not be
+    /// opened; the message names it and says why.
+    #[error("{0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
+
     /// The configuration is inconsistent (for example an upstream URL that does not parse).
     #[error("invalid configuration: {0}")]
     Config(String),

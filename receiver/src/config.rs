@@ -8,6 +8,17 @@ use semclip_common::config::{MetricsAddr, ModelOptions};
 use semclip_common::telemetry::LogOptions;
 use serde::{Deserialize, Serialize};
 
+/// Which backend keeps the decoded embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In this process, bounded by count and age; lost on restart, private to the replica.
+    #[default]
+    Memory,
+    /// In Redis (`redis_url`), with the same bounds; shared by the replicas that use it.
+    Redis,
+}
+
 /// Everything the receiver daemon can be told.
 #[derive(Debug, Clone, clap::Parser, Serialize, Deserialize)]
 #[command(
@@ -55,6 +66,44 @@ pub struct Config {
         default_value_t = 3_600
     )]
     pub store_max_age_s: u64,
+
+    /// Where decoded embeddings are kept: `memory` (this process only) or `redis` (shared
+    /// by every receiver that points at the same Redis, so that any replica answers for
+    /// any message).
+    #[arg(
+        long,
+        env = "SEMCLIP_RECEIVER_STORE",
+        value_enum,
+        default_value_t = StoreKind::Memory
+    )]
+    pub store: StoreKind,
+
+    /// Redis server of the `redis` store, `redis://[:PASSWORD@]HOST:PORT/DB` (the password
+    /// is redacted wherever the URL is logged or reported).
+    #[arg(
+        long,
+        env = "SEMCLIP_RECEIVER_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key the `redis` store writes; receivers that share a store use
+    /// the same prefix, different links on one Redis use different ones.
+    #[arg(
+        long,
+        env = "SEMCLIP_RECEIVER_REDIS_KEY_PREFIX",
+        default_value = "semclip:"
+    )]
+    pub redis_key_prefix: String,
+
+    /// Longest wait for Redis to accept a connection or answer one command, in
+    /// milliseconds; past it the request gets UNAVAILABLE.
+    #[arg(
+        long,
+        env = "SEMCLIP_RECEIVER_REDIS_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
+    pub redis_timeout_ms: u64,
 
     /// Labels ranked for every arriving message in `WatchMessages` and `ListMessages`
     /// (comma-separated; empty: no top labels).
@@ -111,5 +160,13 @@ impl Config {
     /// the process's command line; a starting point for tests and the in-process demo.
     pub fn from_env() -> Self {
         <Self as clap::Parser>::parse_from(["semclip-receiver"])
+    }
+
+    /// This configuration as it may be logged: the Redis password replaced by `***`.
+    pub fn redacted(&self) -> Self {
+        Self {
+            redis_url: crate::store::redact_url(&self.redis_url),
+            ..self.clone()
+        }
     }
 }

@@ -6,6 +6,9 @@
 //! the SNR the channel applied) and `Receiver` (Classify with caller labels and templates or
 //! the learned TAPL prompt, ListMessages, WatchMessages). Models load in the background
 //! after the listener is up; health reports SERVING only once they are loaded.
+//!
+//! The embeddings live in memory (the default) or in Redis (`store = redis`), which lets
+//! several replicas behind one address answer for any message; see [`store`].
 
 pub mod config;
 mod error;
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use service::{Loaded, ReceiverState, Service};
+use store::Store;
 
 /// gRPC services whose health is reported.
 const SERVICES: [&str; 2] = ["semclip.v1.Receiver", "semclip.v1.Link"];
@@ -55,8 +59,14 @@ pub async fn serve(
     // Cancelled after the server stopped: the metrics endpoint.
     let background = CancellationToken::new();
 
+    // Before anything listens: an unreachable Redis stops the daemon at start.
+    let store = Store::open(&config)
+        .await
+        .map_err(|e| ServeError::Store(Box::new(e)))?;
+    info!("message store {}", store.describe());
+
     serve_metrics(config.metrics_addr, metrics.clone(), background.clone()).await?;
-    let state = Arc::new(ReceiverState::new(&config, metrics, streams.clone()));
+    let state = Arc::new(ReceiverState::new(&config, store, metrics, streams.clone()));
 
     let (reporter, health) = grpc::health_service(&SERVICES).await;
     let (reflection_v1, reflection_v1alpha) = grpc::reflection_services()?;

@@ -35,7 +35,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     semclip_common::telemetry::init_tracing(&config.log)
         .map_err(|e| anyhow::anyhow!("initialising logging: {e}"))?;
-    semclip_common::config::log_effective("semclip-receiver", &config);
+    semclip_common::config::log_effective("semclip-receiver", &config.redacted());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,13 +1,13 @@
 //! The `Link` (frames in) and `Receiver` (questions about them) services of the receiver.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use semclip_common::grpc::{over_limit, ConcurrencyLimit};
 use semclip_common::metrics::Metrics;
 use semclip_core::pipeline::{self, PromptKind};
 use semclip_proto::v1 as pb;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -15,8 +15,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::error::to_status;
-use crate::store::{MessageStore, StoredMessage};
+use crate::error::{store_status, to_status};
+use crate::store::{Store, StoredMessage};
 
 /// What exists only once the bundle is loaded.
 pub(crate) struct Loaded {
@@ -43,10 +43,12 @@ pub(crate) struct ReceiverState {
     /// Set once the models are loaded (health flips to SERVING at the same time); until
     /// then frames are refused and queries get UNAVAILABLE.
     pub(crate) loaded: OnceLock<Loaded>,
-    /// Decoded embeddings. A plain mutex: every operation on it is a few map updates, and
-    /// no lock is held across an await or a model run.
-    store: Mutex<MessageStore>,
-    /// Every stored message, for `WatchMessages`; a watcher that lags loses the oldest.
+    /// Decoded embeddings, in this process or shared in Redis. Only touched from async
+    /// code, never while a model runs.
+    store: Store,
+    /// Every message stored by this replica, for `WatchMessages` (with a shared store,
+    /// messages that reached other replicas are not announced here); a watcher that lags
+    /// loses the oldest.
     arrivals: broadcast::Sender<pb::MessageInfo>,
     /// Caps unary calls and open streams; the excess gets RESOURCE_EXHAUSTED.
     limit: ConcurrencyLimit,
@@ -153,13 +155,15 @@ fn check_query(limits: &Limits, labels: &[String], templates: &[String]) -> Resu
 }
 
 impl ReceiverState {
-    pub(crate) fn new(config: &Config, metrics: Metrics, streams: CancellationToken) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        store: Store,
+        metrics: Metrics,
+        streams: CancellationToken,
+    ) -> Self {
         Self {
             loaded: OnceLock::new(),
-            store: Mutex::new(MessageStore::new(
-                config.store_max_messages,
-                std::time::Duration::from_secs(config.store_max_age_s),
-            )),
+            store,
             arrivals: broadcast::channel(256).0,
             limit: ConcurrencyLimit::new(config.max_concurrent_requests),
             metrics,
@@ -184,11 +188,6 @@ impl ReceiverState {
         self.loaded
             .get()
             .ok_or_else(|| Status::unavailable("the model bundle is still loading"))
-    }
-
-    fn store(&self) -> std::sync::MutexGuard<'_, MessageStore> {
-        // Store updates cannot panic half-way, so a poisoned lock is safe to reuse.
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks that a frame can be decoded here; returns its k, SNR and h.
@@ -230,9 +229,15 @@ impl ReceiverState {
         let result = match self.check_frame(&frame) {
             Ok((snr_db, h)) => {
                 let state = self.clone();
-                tokio::task::spawn_blocking(move || state.decode_and_store(frame, snr_db, h))
+                let decoded = tokio::task::spawn_blocking(move || state.decode(frame, snr_db, h))
                     .await
-                    .unwrap_or_else(|e| Err(Status::internal(format!("decoding task failed: {e}"))))
+                    .unwrap_or_else(|e| {
+                        Err(Status::internal(format!("decoding task failed: {e}")))
+                    });
+                match decoded {
+                    Ok(message) => self.store_message(message).await,
+                    Err(status) => Err(status),
+                }
             }
             Err(status) => Err(status),
         };
@@ -264,12 +269,14 @@ impl ReceiverState {
         }
     }
 
-    fn decode_and_store(
+    /// Decodes a checked frame into z_hat and ranks the default labels (model runs: call
+    /// on the blocking pool).
+    fn decode(
         &self,
         frame: pb::SymbolFrame,
         snr_db: f32,
         h: (f32, f32),
-    ) -> Result<(), Status> {
+    ) -> Result<StoredMessage, Status> {
         let loaded = self.loaded()?;
         let decoded = loaded
             .pipeline
@@ -297,41 +304,62 @@ impl ReceiverState {
         };
 
         self.metrics.symbols.inc_by(u64::from(frame.k));
-        let stored = {
-            let mut store = self.store();
-            let stored = store.insert(
-                StoredMessage {
-                    message_id: frame.message_id,
-                    k: frame.k,
-                    snr_db,
-                    z_hat: decoded.z_hat,
-                    received_unix_ms: unix_ms(),
-                    top_labels,
-                },
-                Instant::now(),
-            );
-            self.metrics
-                .queue_depth
-                .with_label_values(&["store"])
-                .set(store.len() as i64);
-            stored
-        };
+        Ok(StoredMessage {
+            message_id: frame.message_id,
+            k: frame.k,
+            snr_db,
+            z_hat: decoded.z_hat,
+            received_unix_ms: unix_ms(),
+            top_labels,
+            bundle_id: loaded.bundle_id.clone(),
+            bundle_version: loaded.bundle_version.clone(),
+        })
+    }
+
+    /// Stores a decoded message and announces it to this replica's watchers.
+    async fn store_message(&self, message: StoredMessage) -> Result<(), Status> {
+        let (stored, len) = self.store.insert(message).await.map_err(store_status)?;
+        self.metrics
+            .queue_depth
+            .with_label_values(&["store"])
+            .set(len as i64);
         let _ = self.arrivals.send(info_message(&stored));
         Ok(())
     }
 
-    fn classify(&self, req: pb::ClassifyRequest) -> Result<pb::ClassifyReply, Status> {
+    /// Looks up the message a Classify request names; refuses one decoded by another
+    /// bundle (a replica sharing the store but serving a different bundle).
+    async fn find(&self, message_id: &str) -> Result<Arc<StoredMessage>, Status> {
         let loaded = self.loaded()?;
-        check_query(&self.limits, &req.labels, &req.templates)?;
         let message = self
-            .store()
-            .get(&req.message_id, Instant::now())
+            .store
+            .get(message_id)
+            .await
+            .map_err(store_status)?
             .ok_or_else(|| {
                 Status::not_found(format!(
-                    "no message {:?} is stored (unknown, evicted or expired)",
-                    req.message_id
+                    "no message {message_id:?} is stored (unknown, evicted or expired)"
                 ))
             })?;
+        if message.bundle_id != loaded.bundle_id || message.bundle_version != loaded.bundle_version
+        {
+            return Err(Status::failed_precondition(format!(
+                "message {message_id:?} was decoded with bundle {:?} version {:?}, this \
+                 receiver serves {:?} version {:?}; ask a receiver with that bundle",
+                message.bundle_id, message.bundle_version, loaded.bundle_id, loaded.bundle_version
+            )));
+        }
+        Ok(message)
+    }
+
+    /// Ranks the request's labels for a stored message (model runs: call on the blocking
+    /// pool).
+    fn classify(
+        &self,
+        req: pb::ClassifyRequest,
+        message: &StoredMessage,
+    ) -> Result<pb::ClassifyReply, Status> {
+        let loaded = self.loaded()?;
         let c = loaded
             .pipeline
             .classify(
@@ -360,6 +388,27 @@ impl ReceiverState {
     }
 }
 
+impl Service {
+    /// Classify: checks the query, fetches the message from the store, then ranks the
+    /// labels on the blocking pool; `permit` is held throughout.
+    async fn classify_request(
+        &self,
+        req: pb::ClassifyRequest,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<pb::ClassifyReply, Status> {
+        self.loaded()?;
+        check_query(&self.limits, &req.labels, &req.templates)?;
+        let message = self.find(&req.message_id).await?;
+        let state = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            state.classify(req, &message)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("classify task failed: {e}"))))
+    }
+}
+
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
 #[tonic::async_trait]
@@ -372,15 +421,7 @@ impl pb::receiver_server::Receiver for Service {
         let req = request.into_inner();
         let (id, labels) = (req.message_id.clone(), req.labels.len());
         let result = match self.limit.try_acquire() {
-            Ok(permit) => {
-                let state = self.0.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    state.classify(req)
-                })
-                .await
-                .unwrap_or_else(|e| Err(Status::internal(format!("classify task failed: {e}"))))
-            }
+            Ok(permit) => self.classify_request(req, permit).await,
             Err(status) => Err(status),
         };
         self.metrics
@@ -395,17 +436,17 @@ impl pb::receiver_server::Receiver for Service {
     ) -> Result<Response<pb::ListMessagesReply>, Status> {
         let started = Instant::now();
         let limit = request.into_inner().limit as usize;
-        let result = self
-            .limit
-            .try_acquire()
-            .map(|_permit| pb::ListMessagesReply {
-                messages: self
-                    .store()
-                    .list(limit, Instant::now())
-                    .iter()
-                    .map(|m| info_message(m))
-                    .collect(),
-            });
+        let result = match self.limit.try_acquire() {
+            Ok(_permit) => self
+                .store
+                .list(limit)
+                .await
+                .map(|messages| pb::ListMessagesReply {
+                    messages: messages.iter().map(|m| info_message(m)).collect(),
+                })
+                .map_err(store_status),
+            Err(status) => Err(status),
+        };
         self.metrics
             .observe_request("ListMessages", started.elapsed(), &result);
         debug!(limit, "ListMessages");

@@ -1,12 +1,151 @@
 //! The bounded store of received embeddings z_hat, keyed by message id.
 //!
-//! Bounded twice: at most `max_messages` entries (the oldest is evicted first) and at most
-//! `max_age` old (expired entries are dropped on every access). Times are passed in by the
-//! caller so that eviction can be tested without waiting.
+//! Two backends behind [`Store`]: [`MessageStore`] in this process (the default) and
+//! [`RedisStore`], shared by every receiver replica that points at the same Redis. Both are
+//! bounded twice: at most `max_messages` entries (the oldest is evicted first) and at most
+//! `max_age` old. In memory, expired entries are dropped on every access and times are
+//! passed in by the caller so that eviction can be tested without waiting.
+
+mod redis;
+
+pub use self::redis::RedisStore;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::config::{Config, StoreKind};
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis could not be reached or did not answer in time.
+    #[error("redis store at {url} is unavailable: {cause}")]
+    Unavailable {
+        /// The server's URL, password redacted.
+        url: String,
+        /// What the client reported.
+        cause: ::redis::RedisError,
+    },
+
+    /// A record in Redis could not be read back (written by something else, or damaged).
+    #[error("redis store at {url}: the record of message {message_id:?} is unreadable: {reason}")]
+    Corrupt {
+        /// The server's URL, password redacted.
+        url: String,
+        /// The message whose record it is.
+        message_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The configuration names a Redis URL that does not parse.
+    #[error("invalid redis URL {url}: {cause}")]
+    BadUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// The client's parse error.
+        cause: ::redis::RedisError,
+    },
+}
+
+/// Where the receiver keeps its decoded embeddings.
+pub enum Store {
+    /// In this process. A plain mutex: every operation is a few map updates, and no lock is
+    /// held across an await.
+    Memory(Mutex<MessageStore>),
+    /// In Redis, shared with other replicas.
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Opens the backend the configuration names; for Redis this connects once, so that an
+    /// unreachable server stops the daemon at start rather than at the first frame.
+    pub async fn open(config: &Config) -> Result<Self, StoreError> {
+        let max_age = Duration::from_secs(config.store_max_age_s);
+        match config.store {
+            StoreKind::Memory => Ok(Self::Memory(Mutex::new(MessageStore::new(
+                config.store_max_messages,
+                max_age,
+            )))),
+            StoreKind::Redis => Ok(Self::Redis(
+                RedisStore::connect(
+                    &config.redis_url,
+                    &config.redis_key_prefix,
+                    config.store_max_messages,
+                    max_age,
+                    Duration::from_millis(config.redis_timeout_ms),
+                )
+                .await?,
+            )),
+        }
+    }
+
+    /// One line for the start-up log: the backend and its bounds.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Memory(m) => {
+                let m = lock(m);
+                format!(
+                    "in memory (at most {} messages, {} s)",
+                    m.max_messages,
+                    m.max_age.as_secs()
+                )
+            }
+            Self::Redis(r) => r.describe(),
+        }
+    }
+
+    /// Stores `message` (replacing one with the same id, which becomes the newest) and
+    /// evicts what is over the count; returns it and the number of entries now stored.
+    pub async fn insert(
+        &self,
+        message: StoredMessage,
+    ) -> Result<(Arc<StoredMessage>, usize), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                let mut m = lock(m);
+                let stored = m.insert(message, Instant::now());
+                Ok((stored, m.len()))
+            }
+            Self::Redis(r) => r.insert(message).await,
+        }
+    }
+
+    /// The message with `id`, unless it is unknown, was evicted or has expired.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<StoredMessage>>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(lock(m).get(id, Instant::now())),
+            Self::Redis(r) => r.get(id).await,
+        }
+    }
+
+    /// Up to `limit` messages, newest first (`0`: all).
+    pub async fn list(&self, limit: usize) -> Result<Vec<Arc<StoredMessage>>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(lock(m).list(limit, Instant::now())),
+            Self::Redis(r) => r.list(limit).await,
+        }
+    }
+}
+
+fn lock(m: &Mutex<MessageStore>) -> std::sync::MutexGuard<'_, MessageStore> {
+    // Store updates cannot panic half-way, so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `url` with the password (and user name) of its authority replaced by `***`, for logs
+/// and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
 
 /// One decoded message.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +162,11 @@ pub struct StoredMessage {
     pub received_unix_ms: i64,
     /// Top labels of the default label set, most probable first (empty when none is set).
     pub top_labels: Vec<(String, f32)>,
+    /// Id of the bundle that decoded z_hat; a receiver serving another bundle must not
+    /// classify it (the embedding spaces differ).
+    pub bundle_id: String,
+    /// Version of that bundle.
+    pub bundle_version: String,
 }
 
 /// Entries in arrival order plus an index by id.
@@ -120,6 +264,8 @@ mod tests {
             z_hat: vec![1.0, 0.0],
             received_unix_ms: 0,
             top_labels: vec![],
+            bundle_id: "b".into(),
+            bundle_version: "1".into(),
         }
     }
 
@@ -160,5 +306,19 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s.get("a", t).unwrap().snr_db, -5.0);
         assert_eq!(s.list(1, t)[0].message_id, "a");
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("redis://:secret@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://user:p@ss@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(redact_url("redis://db:6379/0"), "redis://db:6379/0");
+        assert_eq!(redact_url("db:6379"), "db:6379");
     }
 }
