@@ -322,6 +322,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--skip-existing", action="store_true", help="reuse trained checkpoints"
     )
+    p.add_argument(
+        "--skip-main",
+        action="store_true",
+        help="train only --extra-seeds and --no-af-snrs (the main models exist)",
+    )
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
