@@ -27,6 +27,12 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "rust: tests"
 cargo test --locked --workspace
 
+step "rust: the same parity tests against the served bundle, bundles/tiny-lit"
+"$py" -m semclip_models.fixture --bundle bundles/tiny-lit --samples samples \
+  --out target/semclip-parity-tiny-lit
+SEMCLIP_TEST_FIXTURE="$SEMCLIP_ROOT/target/semclip-parity-tiny-lit" \
+  cargo test --locked -p semclip-core --test fixture
+
 step "python: tests"
 "$py" -m pytest -q models/tests
 

@@ -365,16 +365,19 @@ impl pb::link_server::Link for Service {
         let mut frames = request.into_inner();
         let (acks, rx) = mpsc::channel(2 * self.window);
         let sim = Arc::clone(&self.0);
+        let window = self.window.max(1);
         tokio::spawn(async move {
             let _permit = permit;
             // One task per frame forwarded, so that up to the window's worth of frames are
-            // on their way to the receiver at once.
+            // on their way to the receiver at once. At the window, no further frame is read
+            // until one finishes: a sender that ignores its own window is held back by
+            // HTTP/2 flow control instead of growing the task set.
             let mut forwarding = JoinSet::new();
             loop {
                 tokio::select! {
                     _ = sim.streams.cancelled() => break,
                     Some(_) = forwarding.join_next(), if !forwarding.is_empty() => {}
-                    next = frames.message() => match next {
+                    next = frames.message(), if forwarding.len() < window => match next {
                         Ok(Some(frame)) => {
                             debug!(message_id = %frame.message_id, k = frame.k, "frame");
                             match sim.apply(frame) {

@@ -6,7 +6,10 @@
 //! - callers hand frames to one connection task through a queue and wait for their
 //!   acknowledgement on a oneshot channel;
 //! - a window (semaphore) bounds the frames sent and not yet acknowledged, so that a slow
-//!   peer slows callers down instead of growing a queue without bound;
+//!   peer slows callers down instead of growing a queue without bound. A frame's permit
+//!   travels with it and is released only when its acknowledgement arrives or the stream
+//!   is lost, not when its caller gives up waiting, so the window bounds what the peer
+//!   really holds even after acknowledgement timeouts;
 //! - the connection task renumbers frames with its own per-stream sequence and matches
 //!   acknowledgements by it, so callers' sequence numbers never collide;
 //! - when the stream breaks, every frame in flight fails with UNAVAILABLE naming the peer
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use semclip_proto::v1::link_client::LinkClient;
 use semclip_proto::v1::{FrameAck, SymbolFrame};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -50,7 +53,15 @@ pub struct LinkOptions {
 struct Pending {
     frame: SymbolFrame,
     reply: oneshot::Sender<Result<FrameAck, Status>>,
+    /// The frame's window slot, held until it is acknowledged or lost.
+    slot: OwnedSemaphorePermit,
 }
+
+/// A frame sent and not yet acknowledged: where its acknowledgement goes, and its slot.
+type InFlight = (
+    oneshot::Sender<Result<FrameAck, Status>>,
+    OwnedSemaphorePermit,
+);
 
 /// Handle on the link; cheap to clone, all clones share one connection.
 #[derive(Clone)]
@@ -95,28 +106,27 @@ impl FrameLink {
     }
 
     /// Sends `frame` (its `sequence` is replaced) and waits for the peer's acknowledgement.
-    /// Waits for a window slot first. Errors: UNAVAILABLE when the peer is down or the
-    /// stream broke before the acknowledgement, DEADLINE_EXCEEDED after the ack timeout.
-    /// A refusal by the peer is an `Ok` acknowledgement with `accepted = false`.
+    /// Waits for a window slot first; the ack timeout covers that wait too. Errors:
+    /// UNAVAILABLE when the peer is down or the stream broke before the acknowledgement,
+    /// DEADLINE_EXCEEDED after the ack timeout (the frame may still reach the peer; its
+    /// slot stays taken until the peer acknowledges it or the stream is lost). A refusal
+    /// by the peer is an `Ok` acknowledgement with `accepted = false`.
     pub async fn send(&self, frame: SymbolFrame) -> Result<FrameAck, Status> {
-        let _slot = self
-            .window
-            .acquire()
-            .await
-            .map_err(|_| Status::unavailable("link closed"))?;
-
-        let (reply, ack) = oneshot::channel();
-        self.queue
-            .send(Pending { frame, reply })
-            .await
-            .map_err(|_| Status::unavailable(format!("{} link is shut down", self.options.peer)))?;
-
-        match tokio::time::timeout(self.options.ack_timeout, ack).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Status::unavailable(format!(
-                "{} link is shut down",
-                self.options.peer
-            ))),
+        let shut_down = || Status::unavailable(format!("{} link is shut down", self.options.peer));
+        let exchange = async {
+            let slot = Arc::clone(&self.window)
+                .acquire_owned()
+                .await
+                .map_err(|_| shut_down())?;
+            let (reply, ack) = oneshot::channel();
+            self.queue
+                .send(Pending { frame, reply, slot })
+                .await
+                .map_err(|_| shut_down())?;
+            ack.await.map_err(|_| shut_down())?
+        };
+        match tokio::time::timeout(self.options.ack_timeout, exchange).await {
+            Ok(result) => result,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "no acknowledgement from the {} at {} within {} ms (ack_timeout_ms)",
                 self.options.peer,
@@ -247,14 +257,14 @@ async fn run_stream(
     in_flight_gauge: &prometheus::IntGauge,
     shutdown: &CancellationToken,
 ) -> Option<String> {
-    let mut in_flight: HashMap<u64, oneshot::Sender<Result<FrameAck, Status>>> = HashMap::new();
+    let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
     let mut next_sequence: u64 = 0;
     let mut tx = Some(tx);
 
     let cause = loop {
         tokio::select! {
             pending = queue.recv(), if tx.is_some() => {
-                let Some(Pending { mut frame, reply }) = pending else {
+                let Some(Pending { mut frame, reply, slot }) = pending else {
                     break None;
                 };
                 frame.sequence = next_sequence;
@@ -266,13 +276,13 @@ async fn run_stream(
                     ))));
                     break Some("the outgoing stream closed".to_owned());
                 }
-                in_flight.insert(next_sequence - 1, reply);
+                in_flight.insert(next_sequence - 1, (reply, slot));
                 in_flight_gauge.set(in_flight.len() as i64);
             }
             ack = acks.message() => match ack {
                 Ok(Some(ack)) => {
                     match in_flight.remove(&ack.sequence) {
-                        Some(reply) => { let _ = reply.send(Ok(ack)); }
+                        Some((reply, _slot)) => { let _ = reply.send(Ok(ack)); }
                         None => debug!(sequence = ack.sequence, "acknowledgement for no frame in flight"),
                     }
                     in_flight_gauge.set(in_flight.len() as i64);
@@ -294,7 +304,7 @@ async fn run_stream(
         }
     };
 
-    for (_, reply) in in_flight.drain() {
+    for (_, (reply, _slot)) in in_flight.drain() {
         metrics.frames.with_label_values(&["link_lost"]).inc();
         let message = match &cause {
             Some(c) => format!(

@@ -38,7 +38,7 @@ pub enum Error {
         what: &'static str,
         /// Its value for this image.
         actual: u64,
-        /// The name of the limit (`max_bytes`, `max_pixels`).
+        /// The name of the limit (the setting it comes from: `max_image_bytes`, `max_image_pixels`).
         limit_name: &'static str,
         /// The limit's value.
         limit: u64,

@@ -111,7 +111,7 @@ pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
         return Err(Error::ImageTooLarge {
             what: "encoded size in bytes",
             actual: bytes.len() as u64,
-            limit_name: "max_bytes",
+            limit_name: "max_image_bytes",
             limit: limits.max_bytes,
         });
     }
@@ -140,7 +140,7 @@ pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
         return Err(Error::ImageTooLarge {
             what: "pixels (width x height)",
             actual: pixels,
-            limit_name: "max_pixels",
+            limit_name: "max_image_pixels",
             limit: limits.max_pixels,
         });
     }
@@ -159,7 +159,7 @@ pub fn decode_rgb(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage> {
     reader.limits(decoder_limits);
     let img = reader.decode().map_err(|e| match e {
         image::ImageError::Limits(l) => Error::ImageDecode(format!(
-            "decoding needs more memory than max_pixels ({}) allows: {l}",
+            "decoding needs more memory than max_image_pixels ({}) allows: {l}",
             limits.max_pixels
         )),
         other => Error::ImageDecode(other.to_string()),
@@ -356,7 +356,7 @@ mod tests {
         };
         match decode_and_preprocess(&bytes, &p, &small_bytes) {
             Err(Error::ImageTooLarge {
-                limit_name: "max_bytes",
+                limit_name: "max_image_bytes",
                 ..
             }) => {}
             other => panic!("expected max_bytes error, got {other:?}"),
@@ -370,7 +370,7 @@ mod tests {
         };
         match decode_and_preprocess(truncated, &p, &few_pixels) {
             Err(Error::ImageTooLarge {
-                limit_name: "max_pixels",
+                limit_name: "max_image_pixels",
                 actual: 4096,
                 ..
             }) => {}
@@ -379,7 +379,7 @@ mod tests {
         let msg = decode_and_preprocess(truncated, &p, &few_pixels)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("max_pixels"), "{msg}");
+        assert!(msg.contains("max_image_pixels"), "{msg}");
 
         // With room for the pixels the truncated file is a decode error, not a panic.
         match decode_and_preprocess(truncated, &p, &ImageLimits::default()) {

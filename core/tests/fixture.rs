@@ -2,7 +2,10 @@
 //!
 //! The fixture (a complete random-init bundle plus `reference.json`) is made by
 //! `.venv/bin/python -m semclip_models.fixture --out target/semclip-fixture`; tests find it
-//! through `SEMCLIP_TEST_FIXTURE` (default `<workspace>/target/semclip-fixture`) and ONNX
+//! through `SEMCLIP_TEST_FIXTURE` (default `<workspace>/target/semclip-fixture`). The same
+//! tests check a served bundle when `SEMCLIP_TEST_FIXTURE` points at a reference made for
+//! it (`semclip_models.fixture --bundle bundles/tiny-lit --out DIR`; `scripts/test.sh`
+//! runs them so against the trained `tiny-lit`). They find ONNX
 //! Runtime through `ORT_DYLIB_PATH` (default: the `.venv` search of
 //! `semclip_core::runtime::find_dylib`). When either is missing the tests fail and say how
 //! to create it.
@@ -55,8 +58,15 @@ fn fixture() -> &'static Fixture {
             )
         });
         let reference: Value = serde_json::from_str(&text).expect("reference.json is JSON");
-        let bundle = Bundle::load(&dir.join("bundle"))
-            .unwrap_or_else(|e| panic!("fixture bundle: {e}; {HOW_TO}"));
+        // `bundle` is relative to the reference folder ("../bundle" for the fixture's own
+        // bundle) or absolute (a reference made for an existing bundle with `--bundle`).
+        let bundle_path = dir.join("reference").join(
+            reference["bundle"]
+                .as_str()
+                .expect("reference.json names its bundle"),
+        );
+        let bundle = Bundle::load(&bundle_path)
+            .unwrap_or_else(|e| panic!("fixture bundle {}: {e}; {HOW_TO}", bundle_path.display()));
         semclip_core::init_ort(None).unwrap_or_else(|e| panic!("{e}; {HOW_TO}"));
         let models = Arc::new(Models::load(&bundle, Device::Cpu).expect("models load"));
         let text = Arc::new(TextSide::load(&bundle, Device::Cpu).expect("text side loads"));

@@ -14,6 +14,13 @@ writes
   Runtime on the bundle's files, as the Rust services run them.
 
 The output is deterministic given --seed.
+
+    python -m semclip_models.fixture --bundle BUNDLE --out DIR [--samples samples]
+
+writes only `DIR/reference/` for an existing, complete bundle (such as the trained
+`bundles/tiny-lit`), with `reference.json`'s `bundle` pointing at it, and adds the images
+in `--samples` (default: none) to the synthetic ones: the same parity tests then check the
+Rust link against the pipeline on the bundle that is actually served.
 """
 
 from __future__ import annotations
@@ -194,17 +201,21 @@ class _Runtime:
         return e / e.sum()
 
 
+def _fresh_dir(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
 def build(out: Path, seed: int) -> None:
+    """The random-init fixture bundle in OUT/bundle and its reference in OUT/reference."""
     from .text_tower import MiniLMText
     from .tiny_lit import build_tower
 
     torch.manual_seed(seed)
     out = Path(out)
-    bdir, ref = out / "bundle", out / "reference"
-    for d in (bdir, ref):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    bdir = _fresh_dir(out / "bundle")
 
     # Bundle parts.
     E.export_image_tower(build_tower().eval(), bdir)
@@ -248,13 +259,32 @@ def build(out: Path, seed: int) -> None:
         "figures": {},
     }
     B.write_manifest(bdir, manifest)
+    write_reference(bdir, out / "reference", seed, "../bundle")
 
-    # Reference outputs, computed from the bundle files.
-    rt = _Runtime(bdir)
+
+def write_reference(
+    bdir: Path, ref: Path, seed: int, bundle_field: str, samples: list[Path] = ()
+) -> None:
+    """Reference outputs of the bundle in ``bdir``, computed from its files, into ``ref``.
+
+    ``bundle_field`` is what reference.json's ``bundle`` says: the bundle's path, relative
+    to ``ref`` or absolute. ``samples`` are image files copied in beside the synthetic ones.
+    """
+    ref = _fresh_dir(Path(ref))
+    rt = _Runtime(Path(bdir))
+    manifest = rt.m
+    dim = int(manifest["embed_dim"])
+    missing = [k for k in (4, 8) if k not in rt.jscc]
+    if missing:
+        raise B.BundleError(f"{bdir} has no JSCC pair for k = {missing} (needed: 4 and 8)")
     rng = np.random.default_rng(seed)
     pp = manifest["image"]["preprocess"]
+    names = _sample_images(ref, rng)
+    for path in samples:
+        shutil.copyfile(path, ref / Path(path).name)
+        names.append(Path(path).name)
     images = []
-    for name in _sample_images(ref, rng):
+    for name in names:
         pixels = D.preprocess_image(
             ref / name, pp["resize"], pp["crop"], tuple(pp["mean"]), tuple(pp["std"])
         )
@@ -334,7 +364,7 @@ def build(out: Path, seed: int) -> None:
     )
 
     reference = {
-        "bundle": "../bundle",
+        "bundle": bundle_field,
         "notes": {
             "preprocess": "RGB, shortest edge to `resize` (PIL bilinear), centre crop with "
             "offsets floor((size - crop) / 2), /255, (x - mean) / std",
@@ -363,10 +393,41 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="writes OUT/bundle, OUT/reference")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="reference only, for this existing bundle (no OUT/bundle is made)",
+    )
+    p.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        help="with --bundle: a folder whose .jpg/.png images join the reference",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    build(args.out, args.seed)
+    if args.bundle is None:
+        build(args.out, args.seed)
+    else:
+        samples = []
+        if args.samples is not None:
+            if not args.samples.is_dir():
+                p.error(f"--samples {args.samples} is not a folder")
+            samples = sorted(
+                f for f in args.samples.iterdir() if f.suffix.lower() in (".jpg", ".png")
+            )
+        try:
+            write_reference(
+                args.bundle,
+                Path(args.out) / "reference",
+                args.seed,
+                str(Path(args.bundle).resolve()),
+                samples,
+            )
+        except (B.BundleError, FileNotFoundError, KeyError) as e:
+            raise SystemExit(f"error: {args.bundle} is not a complete bundle: {e}")
     print(f"fixture written to {args.out} in {time.time() - t0:.1f} s")
 
 

@@ -493,6 +493,10 @@ impl pb::receiver_server::Receiver for Service {
     }
 }
 
+/// Most frames of one `Link.Transmit` stream decoded at once (as large as the channel's
+/// default window, so a channel with the default settings never meets this bound).
+const FRAMES_IN_PROGRESS: usize = 64;
+
 #[tonic::async_trait]
 impl pb::link_server::Link for Service {
     type TransmitStream = Stream<pb::FrameAck>;
@@ -512,13 +516,15 @@ impl pb::link_server::Link for Service {
         let state = self.0.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            // One task per frame; the sender's window bounds how many are in progress.
+            // One task per frame, at most FRAMES_IN_PROGRESS per stream: beyond that no
+            // frame is read until one finishes, so a sender that ignores its window is held
+            // back by HTTP/2 flow control instead of growing the task set.
             let mut decoding = JoinSet::new();
             loop {
                 tokio::select! {
                     _ = state.streams.cancelled() => break,
                     Some(_) = decoding.join_next(), if !decoding.is_empty() => {}
-                    next = frames.message() => match next {
+                    next = frames.message(), if decoding.len() < FRAMES_IN_PROGRESS => match next {
                         Ok(Some(frame)) => {
                             let (state, acks) = (state.clone(), acks.clone());
                             decoding.spawn(async move {

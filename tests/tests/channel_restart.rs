@@ -91,3 +91,94 @@ async fn sends_fail_during_a_channel_outage_and_recover_after_it() {
     );
     link.shutdown().await.unwrap();
 }
+
+/// One SendStream stays open while the channel goes away and comes back: the items sent
+/// during the outage come back with UNAVAILABLE in their reply (the stream itself goes
+/// on), the items after the restart succeed on the same stream, and every item reported
+/// as sent is stored at the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_stream_survives_a_channel_restart() {
+    use futures::StreamExt;
+    use semclip_proto::v1::transmitter_client::TransmitterClient;
+    use semclip_proto::v1::SendRequest;
+
+    let bundle = fixture_bundle();
+    let (mut link, client) = start_link(&bundle).await;
+    let (requests, rx) = tokio::sync::mpsc::channel::<SendRequest>(4);
+    let mut transmitter = TransmitterClient::connect(link.endpoints().transmitter)
+        .await
+        .unwrap();
+    let mut replies = transmitter
+        .send_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut counter = 0u32;
+    let mut send = |phase: &str| {
+        counter += 1;
+        SendRequest {
+            image: png_image(32, 32, counter),
+            message_id: format!("{phase}-{counter}"),
+        }
+    };
+    let mut sent = Vec::new();
+
+    for _ in 0..3 {
+        requests.send(send("before")).await.unwrap();
+        let reply = replies.next().await.unwrap().unwrap();
+        assert_eq!(reply.error_code, 0, "{reply:?}");
+        sent.push(reply.message_id);
+    }
+
+    link.stop_channel().await.unwrap();
+    for _ in 0..3 {
+        requests.send(send("outage")).await.unwrap();
+        let reply = replies.next().await.unwrap().unwrap();
+        assert_eq!(reply.error_code, Code::Unavailable as i32, "{reply:?}");
+        assert!(reply.error.to_lowercase().contains("channel"), "{reply:?}");
+    }
+
+    link.start_channel().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        requests.send(send("after")).await.unwrap();
+        let reply = replies.next().await.unwrap().unwrap();
+        if reply.error_code == 0 {
+            sent.push(reply.message_id);
+            break;
+        }
+        assert_eq!(reply.error_code, Code::Unavailable as i32, "{reply:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no item succeeded on the stream within 30 s of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..3 {
+        requests.send(send("after")).await.unwrap();
+        let reply = replies.next().await.unwrap().unwrap();
+        assert_eq!(reply.error_code, 0, "{reply:?}");
+        sent.push(reply.message_id);
+    }
+    drop(requests);
+    assert!(
+        replies.next().await.is_none(),
+        "the stream ends with its requests"
+    );
+
+    let stored: Vec<String> = client
+        .list(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.message_id)
+        .collect();
+    for id in &sent {
+        assert!(stored.contains(id), "sent {id} missing from {stored:?}");
+    }
+    assert!(
+        !stored.iter().any(|id| id.starts_with("outage-")),
+        "{stored:?}"
+    );
+    link.shutdown().await.unwrap();
+}

@@ -40,12 +40,16 @@ mod tests {
         let e = CoreError::ImageTooLarge {
             what: "encoded size in bytes",
             actual: 20,
-            limit_name: "max_bytes",
+            limit_name: "max_image_bytes",
             limit: 10,
         };
         let s = to_status(e);
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert!(s.message().contains("max_bytes = 10"), "{}", s.message());
+        assert!(
+            s.message().contains("max_image_bytes = 10"),
+            "{}",
+            s.message()
+        );
     }
 
     #[test]

@@ -42,9 +42,13 @@ use service::{ChannelView, Loaded, Service, TransmitterState};
 /// gRPC services whose health is reported.
 const SERVICES: [&str; 1] = ["semclip.v1.Transmitter"];
 
-/// Largest gRPC message accepted (images up to the configured byte limit).
+/// Largest gRPC message accepted: twice the image byte limit plus room for the other
+/// fields, so that an image over `max_image_bytes` is read and refused with
+/// INVALID_ARGUMENT naming that limit. Only a request beyond this is cut off by gRPC
+/// itself (OUT_OF_RANGE), before it is buffered.
 fn max_message_bytes(config: &Config) -> usize {
     (config.max_image_bytes as usize)
+        .saturating_mul(2)
         .saturating_add(1 << 16)
         .max(4 << 20)
 }
