@@ -410,6 +410,56 @@ def bt_ir_rows(
     return rows
 
 
+def deepjscc_image_rows(
+    bundle_dir: Path, data_root: Path, text: torch.Tensor, grid: Grid, log
+) -> list[dict]:
+    """Image transmission by DeepJSCC of the image (:mod:`semclip_models.image_jscc`).
+
+    For every trained image code (one per k) and grid SNR: the new-class test images
+    of the BT-IR subsample are sent through encoder, power normalisation, AWGN and
+    decoder; the reconstructions go through the bundle's image encoder and are
+    classified zero-shot (5-way). Rows carry the mean PSNR of the reconstructions too.
+    """
+    from . import image_jscc
+
+    paths = sorted(
+        image_jscc.CKPT_DIR.glob("k*_s0.pt"),
+        key=lambda p: int(p.stem[1:].split("_")[0]),
+    )
+    if not paths:
+        log(
+            f"note: no image DeepJSCC checkpoints in {image_jscc.CKPT_DIR}; "
+            "run `python -m semclip_models.image_jscc train` to include that baseline"
+        )
+        return []
+    images, labels = data.load_cifar(Path(data_root), "test")
+    _, new = data.base_new_split()
+    new_idx = [data.CLASSES.index(c) for c in new]
+    pool = np.flatnonzero(np.isin(labels, new_idx))
+    pick = pool[_stratified(labels[pool], BT_IR_IMAGES, seed=11)]
+    x = data.to_float(images[pick])
+    session = ort_session(image_encoder_path(bundle_dir))
+    rows = []
+    for path in paths:
+        model, meta = image_jscc.load_checkpoint(path)
+        for snr in grid.snrs:
+            x_hat = image_jscc.transmit_images(model, x, snr, _noise_gen(0, snr, salt=3))
+            z = torch.from_numpy(embed_pixels(session, data.normalise(x_hat)))
+            rows.append(
+                dict(
+                    method="deepjscc_image",
+                    k=model.k,
+                    snr_db=snr,
+                    task="acc_new",
+                    value=zero_shot_accuracy(z, labels[pick], text, new_idx),
+                    psnr_db=float(image_jscc.psnr(x_hat, x).mean()),
+                    n=len(pick),
+                )
+            )
+        log(f"DeepJSCC (image) k={model.k} rows done")
+    return rows
+
+
 def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
     from .text_tower import MiniLMText
 
@@ -469,6 +519,11 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         )
     rows += _tapl_rows(bundle_dir, manifest, test, text_model, text, grid, log)
     bt_ir = bt_ir_rows(bundle_dir, data_root, text, log) if grid.extra_seeds else []
+    deepjscc = (
+        deepjscc_image_rows(bundle_dir, data_root, text, grid, log)
+        if grid.extra_seeds
+        else []
+    )
 
     return {
         "bundle": manifest["id"],
@@ -486,6 +541,7 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         "retrieval_gallery": int(len(z_gallery)),
         "rows": rows,
         "bt_ir": bt_ir,
+        "deepjscc_image": deepjscc,
         "seconds": round(time.time() - t_start, 1),
         "host": platform.platform(),
     }

@@ -313,6 +313,18 @@ def plots(summary, result, out_dir: Path, suffix: str) -> list[str]:
                 marker="s",
                 label="JPEG + ideal capacity-achieving code",
             )
+        dj = [
+            r
+            for r in result.get("deepjscc_image") or []
+            if r["snr_db"] == BANDWIDTH_SNR_DB
+        ]
+        if dj:
+            ax.plot(
+                [r["k"] / result["image_pixels"] for r in dj],
+                [100 * r["value"] for r in dj],
+                marker="^",
+                label="DeepJSCC of the image",
+            )
         ub = _cell(summary, "upper_bound", k, BANDWIDTH_SNR_DB, "acc_new")
         ft = _cell(summary, "clip_ft", k, BANDWIDTH_SNR_DB, "acc_new")
         if ub:
@@ -366,6 +378,92 @@ def bt_table(result) -> str:
     return "\n".join(lines)
 
 
+def deepjscc_table(result) -> str:
+    rows = result.get("deepjscc_image") or []
+    if not rows:
+        return ""
+    snrs = result["grid"]["snrs"]
+    cell = {(r["k"], r["snr_db"]): r for r in rows}
+    lines = [
+        "| k | R = k/3072 | | " + " | ".join(f"{s:+.0f} dB" for s in snrs) + " |",
+        "|---|---|---|" + "---|" * len(snrs),
+    ]
+    for k in sorted({r["k"] for r in rows}):
+        ratio = k / result["image_pixels"]
+        for what, fmt in (("accuracy (%)", "value"), ("PSNR (dB)", "psnr_db")):
+            vals = []
+            for s in snrs:
+                r = cell.get((k, s))
+                if r is None:
+                    vals.append("–")
+                elif fmt == "value":
+                    vals.append(f"{100 * r['value']:.1f}")
+                else:
+                    vals.append(f"{r['psnr_db']:.1f}")
+            lines.append(f"| {k} | {ratio:.2e} | {what} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def channel_use_savings(summary, result) -> list[dict]:
+    """Per SNR: the channel uses that image transmission needs to reach the accuracy of
+    SemCLIP (w/o TAPL, default k, new classes), and the ratio to SemCLIP's k.
+
+    BT-IR (JPEG + ideal code): the fewest uses among the JPEG qualities that reach the
+    accuracy. DeepJSCC of the image: the smallest trained k that reaches it at that SNR.
+    None where no setting reaches it (the ratio is then above the largest one tried).
+    """
+    k = result["default_k"]
+    bt = result.get("bt_ir") or []
+    dj = result.get("deepjscc_image") or []
+    out = []
+    for s in result["grid"]["snrs"]:
+        a = _cell(summary, "semclip_no_tapl", k, s, "acc_new")
+        if a is None:
+            continue
+        target = a["mean"]
+        bt_uses = [_bt_uses(r["bits"], s) for r in bt if 100 * r["value"] >= target]
+        dj_ks = [r["k"] for r in dj if r["snr_db"] == s and 100 * r["value"] >= target]
+        out.append(
+            {
+                "snr_db": s,
+                "semclip_k": k,
+                "semclip_acc_new": target,
+                "bt_ir_uses": min(bt_uses) if bt_uses else None,
+                "bt_ir_max_uses": max((_bt_uses(r["bits"], s) for r in bt), default=None),
+                "deepjscc_k": min(dj_ks) if dj_ks else None,
+                "deepjscc_max_k": max((r["k"] for r in dj), default=None),
+            }
+        )
+    return out
+
+
+def savings_table(summary, result) -> str:
+    rows = channel_use_savings(summary, result)
+    if not rows or not (result.get("bt_ir") or result.get("deepjscc_image")):
+        return ""
+
+    def fmt(uses, most, k):
+        if uses is not None:
+            return f"{uses:.0f} ({uses / k:.0f}x)"
+        if most is None:
+            return "–"
+        return f"> {most:.0f} (> {most / k:.0f}x)"
+
+    lines = [
+        "| SNR | SemCLIP accuracy (k) | JPEG + ideal code: uses (ratio) | "
+        "DeepJSCC of the image: k (ratio) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        k = r["semclip_k"]
+        lines.append(
+            f"| {r['snr_db']:+.0f} dB | {r['semclip_acc_new']:.1f} % (k={k}) | "
+            f"{fmt(r['bt_ir_uses'], r['bt_ir_max_uses'], k)} | "
+            f"{fmt(r['deepjscc_k'], r['deepjscc_max_k'], k)} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
     k = result["default_k"]
     g = result["grid"]
@@ -402,7 +500,9 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
         "(error-free at k = scan bits / log2(1 + SNR)), on "
         f"{(result.get('bt_ir') or [{'n': 0}])[0]['n']} new-class test images, counting "
         "only the entropy-coded scan (the tables are fixed by the quality); full grid "
-        "only. DeepJSCC of the image is not evaluated.",
+        "only. DeepJSCC of the image (`semclip_models.image_jscc`, one SNR-adaptive "
+        "model per k, trained on train/ with the pixels' MSE) on the same images, one "
+        "noise draw per SNR.",
         "",
         "## Success criteria",
         "",
@@ -435,6 +535,25 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
             "## Image transmission: JPEG + ideal code (new classes)",
             "",
             bt_table(result),
+        ]
+    if result.get("deepjscc_image"):
+        lines += [
+            "",
+            "## Image transmission: DeepJSCC of the image (new classes)",
+            "",
+            deepjscc_table(result),
+        ]
+    savings = savings_table(summary, result)
+    if savings:
+        lines += [
+            "",
+            "## Channel uses of image transmission for SemCLIP's accuracy (new classes)",
+            "",
+            "The fewest channel uses with which sending the image reaches the accuracy of "
+            "SemCLIP w/o TAPL at the default k, and that number over SemCLIP's k; '>' where "
+            "no setting tried reaches it.",
+            "",
+            savings,
         ]
     lines += ["", "## Figures", ""]
     for f in figures:
