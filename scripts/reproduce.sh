@@ -54,7 +54,7 @@ fi
 
 step "stage 1: JSCC"
 "$py" -m semclip_models.train_jscc --bundle "$bundle" --data "$data" --ks 4,8,16,32 \
-    --default-k 8 --extra-seeds 1,2 --no-af-snrs=-15,-10,-5,0,5,10,15,20 --export \
+    --default-k 16 --extra-seeds 1,2 --no-af-snrs=-15,-10,-5,0,5,10,15,20 --export \
     --skip-existing
 
 step "stage 2: TAPL"

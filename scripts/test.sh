@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: Python venv and bundle set-up, the fixture bundle,
-# redis-server for the Redis store tests, Rust lints and tests, the pipeline's tests, a
-# reduced evaluation run end to end, the Kubernetes manifests' validation, the health
-# probe's interoperability test and the docker-compose deployment test (which installs and
-# starts its own Docker engine when none runs, and removes it all afterwards).
+# The whole test suite on a fresh machine: Python venv and bundle set-up, the fixture bundle
+# and the random-init clip-vit-b32 bundle for the Rust tests, redis-server for the Redis
+# store tests, Rust lints and tests, the pipeline's tests, a reduced evaluation run end to
+# end, the Kubernetes manifests' validation, the health probe's interoperability test and
+# the docker-compose deployment test (which installs and starts its own Docker engine when
+# none runs, and removes it all afterwards).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$SEMCLIP_ROOT"
@@ -16,6 +17,9 @@ py="$SEMCLIP_ROOT/.venv/bin/python"
 
 step "fixture bundle for the Rust tests"
 "$py" -m semclip_models.fixture --out "$SEMCLIP_TEST_FIXTURE"
+
+step "clip-vit-b32 at random initialisation, with open_clip's reference outputs"
+"$py" -m semclip_models.clip_export --random-init --out target/clip-vit-b32-random --reuse
 
 step "redis-server for the receiver's Redis store tests"
 scripts/install-redis.sh
