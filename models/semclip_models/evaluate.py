@@ -373,8 +373,27 @@ JPEG_QUALITIES = [5, 10, 20, 35, 50, 75, 90]
 BT_IR_IMAGES = 1000
 
 
+@dataclass
+class ImageSubset:
+    """The new-class test images on which the image-transmission baselines are measured:
+    a class-balanced subsample of ``BT_IR_IMAGES``, the same for every such baseline."""
+
+    images: np.ndarray  # uint8 NHWC
+    labels: np.ndarray  # CIFAR-10 label indices
+    new_idx: list[int]  # label indices of the new classes
+
+    @classmethod
+    def load(cls, data_root: Path) -> "ImageSubset":
+        images, labels = data.load_cifar(Path(data_root), "test")
+        _, new = data.base_new_split()
+        new_idx = [data.CLASSES.index(c) for c in new]
+        pool = np.flatnonzero(np.isin(labels, new_idx))
+        pick = pool[_stratified(labels[pool], BT_IR_IMAGES, seed=11)]
+        return cls(images[pick], labels[pick], new_idx)
+
+
 def bt_ir_rows(
-    bundle_dir: Path, data_root: Path, text: torch.Tensor, log
+    bundle_dir: Path, subset: ImageSubset, text: torch.Tensor, log
 ) -> list[dict]:
     """Image transmission by JPEG + an ideal capacity-achieving code (error-free).
 
@@ -385,17 +404,12 @@ def bt_ir_rows(
     """
     from . import baselines
 
-    images, labels = data.load_cifar(Path(data_root), "test")
-    _, new = data.base_new_split()
-    new_idx = [data.CLASSES.index(c) for c in new]
-    pool = np.flatnonzero(np.isin(labels, new_idx))
-    pick = pool[_stratified(labels[pool], BT_IR_IMAGES, seed=11)]
     session = ort_session(image_encoder_path(bundle_dir))
     rows = []
     for q in JPEG_QUALITIES:
-        decoded, bits = baselines.jpeg_roundtrip(images[pick], q)
+        decoded, bits = baselines.jpeg_roundtrip(subset.images, q)
         z = torch.from_numpy(_embed_uint8(session, decoded, None))
-        acc = zero_shot_accuracy(z, labels[pick], text, new_idx)
+        acc = zero_shot_accuracy(z, subset.labels, text, subset.new_idx)
         rows.append(
             dict(
                 method="bt_ir",
@@ -403,7 +417,7 @@ def bt_ir_rows(
                 bits=float(bits.mean()),
                 task="acc_new",
                 value=acc,
-                n=len(pick),
+                n=len(subset.labels),
             )
         )
     log(f"BT-IR (JPEG + ideal code) rows done for qualities {JPEG_QUALITIES}")
@@ -411,7 +425,7 @@ def bt_ir_rows(
 
 
 def deepjscc_image_rows(
-    bundle_dir: Path, data_root: Path, text: torch.Tensor, grid: Grid, log
+    bundle_dir: Path, subset: ImageSubset, text: torch.Tensor, grid: Grid, log
 ) -> list[dict]:
     """Image transmission by DeepJSCC of the image (:mod:`semclip_models.image_jscc`).
 
@@ -432,12 +446,7 @@ def deepjscc_image_rows(
             "run `python -m semclip_models.image_jscc train` to include that baseline"
         )
         return []
-    images, labels = data.load_cifar(Path(data_root), "test")
-    _, new = data.base_new_split()
-    new_idx = [data.CLASSES.index(c) for c in new]
-    pool = np.flatnonzero(np.isin(labels, new_idx))
-    pick = pool[_stratified(labels[pool], BT_IR_IMAGES, seed=11)]
-    x = data.to_float(images[pick])
+    x = data.to_float(subset.images)
     session = ort_session(image_encoder_path(bundle_dir))
     rows = []
     for path in paths:
@@ -451,9 +460,9 @@ def deepjscc_image_rows(
                     k=model.k,
                     snr_db=snr,
                     task="acc_new",
-                    value=zero_shot_accuracy(z, labels[pick], text, new_idx),
+                    value=zero_shot_accuracy(z, subset.labels, text, subset.new_idx),
                     psnr_db=float(image_jscc.psnr(x_hat, x).mean()),
-                    n=len(pick),
+                    n=len(subset.labels),
                 )
             )
         log(f"DeepJSCC (image) k={model.k} rows done")
@@ -518,12 +527,11 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
             f"{scheme.name} k={scheme.k} seed={seed} done ({time.time() - t_start:.0f} s)"
         )
     rows += _tapl_rows(bundle_dir, manifest, test, text_model, text, grid, log)
-    bt_ir = bt_ir_rows(bundle_dir, data_root, text, log) if grid.extra_seeds else []
-    deepjscc = (
-        deepjscc_image_rows(bundle_dir, data_root, text, grid, log)
-        if grid.extra_seeds
-        else []
-    )
+    bt_ir, deepjscc = [], []
+    if grid.extra_seeds:
+        subset = ImageSubset.load(data_root)
+        bt_ir = bt_ir_rows(bundle_dir, subset, text, log)
+        deepjscc = deepjscc_image_rows(bundle_dir, subset, text, grid, log)
 
     return {
         "bundle": manifest["id"],

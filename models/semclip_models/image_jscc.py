@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from . import channel
 from . import data as D
 from .jscc import SNR_INPUT_SCALE, SNR_TRAIN_RANGE_DB
+from .train_jscc import _ints
 
 #: Where trained image codes live (rebuildable, ignored by git): k{k}_s{seed}.pt
 CKPT_DIR = Path(__file__).resolve().parents[1] / "runs" / "deepjscc_image"
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--data", type=Path, required=True, help="CIFAR-10 folder")
     t.add_argument(
         "--ks",
-        type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+        type=_ints,
         default=[32, 128, 512],
         help="channel uses per image, multiples of 32",
     )
