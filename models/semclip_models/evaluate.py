@@ -239,7 +239,7 @@ class Grid:
 
 
 GRIDS = {
-    "full": Grid("full", SNR_GRID_FULL, 3, None, 500, 200, 1, True),
+    "full": Grid("full", SNR_GRID_FULL, 3, None, 1000, 300, 2, True),
     "reduced": Grid("reduced", SNR_GRID_REDUCED, 1, 2000, 100, 50, 1, False),
 }
 
@@ -542,6 +542,10 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         "split": {"seed": data.SPLIT_SEED, "base_classes": base, "new_classes": new},
         "default_k": int(manifest.get("default_k", 8)),
         "ks": [int(e["k"]) for e in manifest["jscc"]],
+        "jscc_blend": (manifest.get("provenance", {}).get("jscc") or {}).get("blend"),
+        "jscc_blend_grid_db": (manifest.get("provenance", {}).get("jscc") or {}).get(
+            "blend_grid_db"
+        ),
         "embed_dim": int(manifest["embed_dim"]),
         "image_pixels": 32 * 32 * 3,
         "template": template,

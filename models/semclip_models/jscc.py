@@ -19,8 +19,17 @@ Each side is a *linear path plus a learned residual*:
   per-feature scale that multiplies the features. Its last layer starts at zero, so
   training can only move away from the linear baseline when the loss improves.
 
-Without AF (``use_af=False``) the residual ignores the SNR and there is no SNR gain; this is the ablation
-"SemCLIP w/o TAPL and AF", trained at one SNR per model.
+- An SNR-scheduled blend (:class:`SnrBlend`) mixes the learned code with the *frozen*
+  linear baseline on both sides: the encoder sends ``alpha * s_learned + (1 - alpha) *
+  s_linear`` and the decoder returns ``normalise(alpha * z_learned + (1 - alpha) *
+  z_linear)``, with ``alpha(snr)`` interpolated between values at the grid SNRs. Training
+  runs at ``alpha = 1``; afterwards the schedule is chosen on classes the code never saw
+  (see :mod:`semclip_models.train_jscc`), so that where the learned code does not
+  generalise beyond its training classes the link falls back to the linear code it
+  contains.
+
+Without AF (``use_af=False``) the residual ignores the SNR, there is no SNR gain and no
+blend; this is the ablation "SemCLIP w/o TAPL and AF", trained at one SNR per model.
 """
 
 from __future__ import annotations
@@ -39,6 +48,10 @@ SNR_TRAIN_RANGE_DB = (-15.0, 20.0)
 
 #: Scale applied to the SNR in dB before it enters a network (keeps inputs near 1).
 SNR_INPUT_SCALE = 1.0 / 20.0
+
+#: SNRs (dB) at which the blend schedule takes its values; linear in between, constant
+#: outside.
+BLEND_GRID_DB = (-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 
 
 @dataclass
@@ -146,6 +159,44 @@ class SnrGain(nn.Module):
         return 2.0 * torch.sigmoid(self.net(snr_db * SNR_INPUT_SCALE))
 
 
+class SnrBlend(nn.Module):
+    """``alpha(snr)`` [N, 1]: piecewise-linear through ``alphas`` at ``BLEND_GRID_DB``.
+
+    Written as a sum of hat functions over the clamped SNR so that it exports to plain
+    ONNX arithmetic. The values are a buffer, not parameters: they are set by selection
+    after training, never by gradient descent.
+    """
+
+    def __init__(self, grid_db=BLEND_GRID_DB):
+        super().__init__()
+        grid = torch.tensor(grid_db, dtype=torch.float32)
+        steps = grid[1:] - grid[:-1]
+        if not bool((steps > 0).all()) or not torch.allclose(steps, steps[0]):
+            raise ValueError(f"blend grid must be evenly spaced and rising: {grid_db}")
+        self.register_buffer("grid", grid)
+        self.register_buffer("alphas", torch.ones_like(grid))
+        self.step = float(steps[0])
+        self.lo, self.hi = float(grid_db[0]), float(grid_db[-1])
+
+    def forward(self, snr_db: torch.Tensor) -> torch.Tensor:
+        snr = snr_db.clamp(self.lo, self.hi)
+        hats = F.relu(1.0 - (snr - self.grid).abs() / self.step)  # [N, G]
+        return (hats * self.alphas).sum(-1, keepdim=True)
+
+    def set(self, alphas) -> None:
+        values = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
+        if values.shape != self.alphas.shape:
+            raise ValueError(
+                f"need {self.alphas.numel()} blend values, got {values.numel()}"
+            )
+        if not bool(((values >= 0) & (values <= 1)).all()):
+            raise ValueError(f"blend values must lie in [0, 1], got {values.tolist()}")
+        self.alphas.copy_(values)
+
+    def is_identity(self) -> bool:
+        return bool((self.alphas == 1).all())
+
+
 class ResidualMLP(nn.Module):
     """Two dense layers, each followed by an AF module (or none), and a zero-init output."""
 
@@ -184,12 +235,21 @@ class JsccEncoder(nn.Module):
             self.linear.bias.copy_(-(torch.from_numpy(linear.mean) @ w))
         self.residual = ResidualMLP(d, width, two_k, use_af)
         self.gain = SnrGain(two_k) if use_af else None
+        self.blend = SnrBlend() if use_af else None
+        # The frozen linear baseline the blend falls back to.
+        self.register_buffer("base_mean", torch.from_numpy(linear.mean).clone())
+        self.register_buffer("base_components", torch.from_numpy(linear.components).clone())
 
     def forward(self, z: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
         s = self.linear(z)
         if self.gain is not None:
             s = s * self.gain(snr_db)
-        return s + self.residual(z, snr_db)
+        s = s + self.residual(z, snr_db)
+        if self.blend is None:
+            return s
+        alpha = self.blend(snr_db)
+        base = (z - self.base_mean) @ self.base_components
+        return alpha * s + (1.0 - alpha) * base
 
 
 class JsccDecoder(nn.Module):
@@ -207,13 +267,26 @@ class JsccDecoder(nn.Module):
             self.linear.bias.copy_(torch.from_numpy(linear.mean))
         self.residual = ResidualMLP(two_k, width, d, use_af)
         self.gain = SnrGain(two_k) if use_af else None
+        self.blend = SnrBlend() if use_af else None
+        for name, value in (
+            ("base_mean", linear.mean),
+            ("base_components", linear.components),
+            ("base_a", linear.a),
+            ("base_b", linear.b),
+        ):
+            self.register_buffer(name, torch.from_numpy(value).clone())
 
     def forward(self, symbols: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
         s_hat = lmmse_gain(self.log_a.exp(), self.log_b.exp(), snr_db) * symbols
         if self.gain is not None:
             s_hat = s_hat * self.gain(snr_db)
-        z = self.linear(s_hat) + self.residual(s_hat, snr_db)
-        return F.normalize(z, dim=-1)
+        z = F.normalize(self.linear(s_hat) + self.residual(s_hat, snr_db), dim=-1)
+        if self.blend is None:
+            return z
+        alpha = self.blend(snr_db)
+        s_base = lmmse_gain(self.base_a, self.base_b, snr_db) * symbols
+        z_base = F.normalize(self.base_mean + s_base @ self.base_components.T, dim=-1)
+        return F.normalize(alpha * z + (1.0 - alpha) * z_base, dim=-1)
 
 
 class Jscc(nn.Module):
@@ -226,6 +299,18 @@ class Jscc(nn.Module):
         self.width = width
         self.encoder = JsccEncoder(linear, width, use_af)
         self.decoder = JsccDecoder(linear, width, use_af)
+
+    def set_blend(self, alphas) -> None:
+        """Blend values at ``BLEND_GRID_DB`` (1 = learned code, 0 = linear baseline)."""
+        if self.encoder.blend is None:
+            raise ValueError("a code without AF has no SNR blend")
+        self.encoder.blend.set(alphas)
+        self.decoder.blend.set(alphas)
+
+    def blend_values(self) -> list[float] | None:
+        if self.encoder.blend is None:
+            return None
+        return [round(float(a), 4) for a in self.encoder.blend.alphas]
 
     def forward(
         self,

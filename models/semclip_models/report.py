@@ -143,6 +143,22 @@ def k_table(summary, result, task) -> str:
     return "\n".join(lines)
 
 
+def blend_table(result) -> str:
+    """The blend values alpha (1 = learned code, 0 = linear baseline) per k and SNR."""
+    blend, grid = result.get("jscc_blend"), result.get("jscc_blend_grid_db")
+    if not blend or not grid:
+        return ""
+    lines = [
+        "| k | " + " | ".join(f"{s:+.0f} dB" for s in grid) + " |",
+        "|---|" + "---|" * len(grid),
+    ]
+    for k in sorted(blend, key=int):
+        if blend[k] is None:
+            continue
+        lines.append(f"| {k} | " + " | ".join(f"{a:g}" for a in blend[k]) + " |")
+    return "\n".join(lines)
+
+
 def criteria(summary, result) -> list[dict]:
     """The success criteria, each with the numbers that decide it."""
     snrs = result["grid"]["snrs"]
@@ -516,6 +532,21 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
             f"## {title[0].upper() + title[1:]}, k = {k} (%)",
             "",
             snr_table(summary, result, task, k),
+        ]
+    blends = blend_table(result)
+    if blends:
+        lines += [
+            "",
+            "## Blend schedule of the JSCC codes",
+            "",
+            "alpha per k and SNR: the encoder sends alpha x learned + (1 − alpha) x linear "
+            "symbols and the decoder mixes its output with the linear receiver's in the "
+            "same proportion. Chosen for each k on validation images of train/ with a "
+            "development code trained on three of the five base classes: the largest mean "
+            "gain over the linear code among the values where no task loses "
+            "(`semclip_models.train_jscc`). The test set plays no part.",
+            "",
+            blends,
         ]
     lines += [
         "",

@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--width", type=int, default=32)
     t.add_argument("--label-smoothing", type=float, default=0.1)
-    t.add_argument("--instance-weight", type=float, default=1.0)
+    t.add_argument("--instance-weight", type=float, default=0.6)
     t.add_argument("--logit-scale", type=float, default=40.0, help="text alignment")
     t.add_argument("--instance-scale", type=float, default=10.0, help="1 / InfoNCE tau")
     t.add_argument("--steps", type=int, default=0, help="total steps (overrides --epochs)")

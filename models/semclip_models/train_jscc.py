@@ -13,6 +13,21 @@ than to the other embeddings of the batch; zero-shot classification compares ``z
 with *text* features, which needs ``z_hat`` to point where ``z`` points. The cosine term
 pins the absolute direction; InfoNCE keeps the instance detail that tells images apart.
 
+The linear path is the evaluation's linear baseline (:func:`semclip_models.evaluate.fit_embeddings`),
+so that "linear" means one code; it stays frozen by default (``--linear-lr-scale 0``) and
+only the SNR gains and the residual learn. (Letting the linear path move, at the same
+learning rate, made the code worse than its starting point on validation at high SNR.)
+
+Blend schedule. A code fitted to five base classes can pull embeddings of other classes
+towards them, which costs accuracy where the linear code was already good (high SNR) or
+where the learned code has little to add (very low SNR). For each k a *development* code is
+trained with the same settings on three of the five base classes (``DEV_SPLIT_SEED``), and
+at each SNR of ``jscc.BLEND_GRID_DB`` the blend value alpha in ``BLEND_CHOICES`` is chosen on
+validation images of all five base classes (several noise draws, the same noise for every
+alpha): among the values for which no task (2-way on the two held-out classes, 5-way on
+all, instance retrieval) is below the linear code's, the one with the largest mean gain.
+alpha = 0 (the linear code) is always admissible. The test classes play no part.
+
 Without AF (``--no-af-snrs``) one model is trained per SNR of the list, at that SNR only:
 the ablation "SemCLIP w/o TAPL and AF".
 
@@ -25,10 +40,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
+import os
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,27 +58,56 @@ from torch.nn import functional as F
 
 from . import bundle as bundle_io
 from . import channel, jscc
-from .evaluate import RUNS_DIR, image_encoder_path, train_embeddings
+from .evaluate import RUNS_DIR, fit_embeddings, image_encoder_path, train_embeddings
 
 CKPT_DIR = RUNS_DIR / "jscc"
 
+#: Seed of the split of the base classes into 3 development-training and 2 held-out ones.
+DEV_SPLIT_SEED = 1
+
+#: Blend values tried at each grid SNR.
+BLEND_CHOICES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+#: Noise draws per SNR and blend value in the selection.
+BLEND_DRAWS = 3
+
 
 def checkpoint_path(
-    bundle_dir: Path, k: int, seed: int, no_af_snr: float | None = None
+    bundle_dir: Path,
+    k: int,
+    seed: int,
+    no_af_snr: float | None = None,
+    dev: bool = False,
 ) -> Path:
     """Checkpoints live under the image encoder's hash: a new encoder never reuses them."""
     sha = bundle_io.sha256_file(image_encoder_path(bundle_dir))[:16]
-    name = (
-        f"k{k}_s{seed}.pt"
-        if no_af_snr is None
-        else f"k{k}_noaf_snr{no_af_snr:+.0f}_s{seed}.pt"
-    )
+    if dev:
+        name = f"k{k}_dev_s{seed}.pt"
+    elif no_af_snr is None:
+        name = f"k{k}_s{seed}.pt"
+    else:
+        name = f"k{k}_noaf_snr{no_af_snr:+.0f}_s{seed}.pt"
     return CKPT_DIR / sha / name
 
 
-def split_training_set(emb: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(train inputs [M,D]: clean + augmented views, validation clean [V,D])."""
+def dev_split() -> tuple[list[int], list[int]]:
+    """CIFAR label indices of (3 development-training, 2 held-out) base classes."""
+    from . import data
+
+    base, _ = data.base_new_split()
+    order = np.random.default_rng(DEV_SPLIT_SEED).permutation(len(base))
+    ids = [data.CLASSES.index(base[i]) for i in order]
+    return sorted(ids[:3]), sorted(ids[3:])
+
+
+def split_training_set(
+    emb: dict[str, np.ndarray], classes: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train inputs [M,D]: clean + augmented views, validation clean [V,D]); only the
+    images of ``classes`` (CIFAR label indices) in the training inputs when given."""
     train = ~emb["is_val"]
+    if classes is not None:
+        train &= np.isin(emb["labels"], classes)
     z_train = np.concatenate(
         [emb["z_clean"][train], emb["z_aug"][train].reshape(-1, emb["z_aug"].shape[-1])]
     )
@@ -101,6 +150,84 @@ class Validation:
         return out
 
 
+class BlendSelection:
+    """Chooses a code's blend schedule on the validation images of all base classes,
+    using a development code trained without the ``held_out`` classes."""
+
+    def __init__(
+        self, emb: dict[str, np.ndarray], text_features: torch.Tensor, held_out: list[int]
+    ):
+        val = emb["is_val"]
+        labels = emb["labels"][val]
+        self.z = torch.from_numpy(emb["z_clean"][val].astype(np.float32))
+        self.z_query = torch.from_numpy(emb["z_aug"][val][:, 0].astype(np.float32))
+        classes = np.unique(labels)
+        self.labels = torch.from_numpy(np.searchsorted(classes, labels))
+        self.text = text_features[classes]
+        self.new_mask = torch.from_numpy(np.isin(labels, held_out))
+        self.new_cols = torch.from_numpy(np.flatnonzero(np.isin(classes, held_out)))
+
+    @torch.no_grad()
+    def metrics(self, model: jscc.Jscc, snr: float, alpha: float) -> dict[str, float]:
+        model.set_blend([alpha] * len(jscc.BLEND_GRID_DB))
+        acc_new = acc_all = retrieval = 0.0
+        n = len(self.z)
+        for draw in range(BLEND_DRAWS):
+            gen = torch.Generator().manual_seed(1000 + draw)
+            col = torch.full((n, 1), snr)
+            z_hat = model(self.z, col, gen)
+            q_hat = model(self.z_query, col, gen)
+            logits = z_hat @ self.text.T
+            acc_all += float((logits.argmax(1) == self.labels).float().mean())
+            sub = logits[self.new_mask][:, self.new_cols]
+            want = self.labels[self.new_mask]
+            acc_new += float((self.new_cols[sub.argmax(1)] == want).float().mean())
+            hits = (q_hat @ self.z.T).argmax(1) == torch.arange(n)
+            retrieval += float(hits.float().mean())
+        return {
+            "acc_new": acc_new / BLEND_DRAWS,
+            "acc_all": acc_all / BLEND_DRAWS,
+            "retrieval": retrieval / BLEND_DRAWS,
+        }
+
+    def choose(self, model: jscc.Jscc, log=print) -> tuple[list[float], dict]:
+        """Blend values at ``BLEND_GRID_DB`` and the measurements behind them."""
+        chosen, report = [], {}
+        for snr in jscc.BLEND_GRID_DB:
+            rows = {a: self.metrics(model, snr, a) for a in BLEND_CHOICES}
+            base = rows[0.0]
+            best, best_gain = 0.0, 0.0
+            for a, m in rows.items():
+                gains = [m[t] - base[t] for t in m]
+                if min(gains) >= 0.0 and float(np.mean(gains)) > best_gain:
+                    best, best_gain = a, float(np.mean(gains))
+            chosen.append(best)
+            log(
+                f"  {snr:+.0f} dB: "
+                + "; ".join(
+                    f"alpha {a}: " + " ".join(f"{100 * v:.1f}" for v in m.values())
+                    for a, m in rows.items()
+                )
+                + " (acc_new acc_all retrieval)"
+            )
+            report[str(snr)] = {str(a): m for a, m in rows.items()}
+            log(
+                f"blend at {snr:+.0f} dB: alpha {best} (mean gain {100 * best_gain:+.1f} "
+                "points; " + ", ".join(
+                    f"{t} {100 * rows[best][t]:.1f}/{100 * base[t]:.1f}" for t in base
+                ) + " chosen/linear)"
+            )
+        model.set_blend(chosen)
+        return chosen, report
+
+
+def emb_clean_of(emb: dict[str, np.ndarray], classes: list[int]) -> np.ndarray:
+    """Clean training (non-validation) embeddings of ``classes``: the development code's
+    linear fit, as the evaluation's is fitted on clean base-class embeddings."""
+    keep = ~emb["is_val"] & np.isin(emb["labels"], classes)
+    return emb["z_clean"][keep].astype(np.float32)
+
+
 def linear_sender(linear: jscc.LinearCode):
     def send(z, snr_col, gen):
         y, _ = channel.transmit(linear.encode(z), snr_col, gen)
@@ -140,7 +267,7 @@ def _fmt_val(val: dict, lin: dict) -> str:
 def train_one(
     z_train: np.ndarray,
     validation: "Validation | None",
-    k: int,
+    linear: jscc.LinearCode,
     seed: int,
     steps: int,
     batch: int,
@@ -150,16 +277,33 @@ def train_one(
     recon_weight: float,
     use_af: bool = True,
     fixed_snr: float | None = None,
+    linear_lr_scale: float = 0.0,
     log=print,
 ) -> tuple[jscc.Jscc, jscc.LinearCode, dict]:
-    """Train one JSCC code; the linear path starts at the PCA/LMMSE baseline."""
+    """Train one JSCC code; the linear path starts at ``linear`` (the baseline)."""
+    k = linear.k
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    linear = jscc.LinearCode.fit(z_train, k)
     model = jscc.Jscc(linear, width, use_af)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    linear_params = [
+        model.encoder.linear.weight,
+        model.encoder.linear.bias,
+        model.decoder.linear.weight,
+        model.decoder.linear.bias,
+        model.decoder.log_a,
+        model.decoder.log_b,
+    ]
+    ids = {id(q) for q in linear_params}
+    rest = [q for q in model.parameters() if id(q) not in ids]
+    groups = [{"params": rest, "lr": lr}]
+    if linear_lr_scale > 0:
+        groups.append({"params": linear_params, "lr": lr * linear_lr_scale})
+    else:
+        for q in linear_params:
+            q.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=steps, pct_start=0.05
+        opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.05
     )
     zt = torch.from_numpy(z_train)
     lo, hi = jscc.SNR_TRAIN_RANGE_DB
@@ -199,6 +343,7 @@ def train_one(
         "width": width,
         "temperature": temperature,
         "recon_weight": recon_weight,
+        "linear_lr_scale": linear_lr_scale,
         "use_af": use_af,
         "fixed_snr_db": fixed_snr,
         "snr_train_range_db": (
@@ -209,6 +354,83 @@ def train_one(
         "validation_linear": {str(s): v for s, v in val_lin.items()},
     }
     return model, linear, meta
+
+
+# --------------------------------------------------------------------------------------
+# Training jobs, run in worker processes (one thread each)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One code to train: the main code of (k, seed), its development code (``dev``), or
+    the per-SNR model without AF (``no_af_snr``)."""
+
+    k: int
+    seed: int
+    no_af_snr: float | None = None
+    dev: bool = False
+
+    def path(self, bundle_dir: Path) -> Path:
+        return checkpoint_path(bundle_dir, self.k, self.seed, self.no_af_snr, self.dev)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(bundle_dir: Path, data_root: Path, views: int) -> None:
+    torch.set_num_threads(1)
+    quiet = lambda *_: None  # noqa: E731 (the parent has printed these already)
+    _WORKER["emb"] = train_embeddings(bundle_dir, data_root, views, seed=0, log=quiet)
+    _WORKER["z_fit"] = fit_embeddings(bundle_dir, data_root, log=quiet)
+    _WORKER["text"] = base_text_features(bundle_dir)
+
+
+def _run_job(
+    job: Job, hyper: dict, no_af_steps: int, command: str, bundle: Path
+) -> Path:
+    """Train ``job`` and save its checkpoint (a development code with its chosen blend)."""
+    emb, text = _WORKER["emb"], _WORKER["text"]
+    name = f"[k={job.k} seed={job.seed}{' dev' if job.dev else ''}" + (
+        f" no-AF {job.no_af_snr:+.0f} dB]" if job.no_af_snr is not None else "]"
+    )
+
+    def log(*parts):
+        print(name, *parts, flush=True)
+
+    kw = dict(hyper)
+    if job.dev:
+        dev_train, held_out = dev_split()
+        z_dev, _ = split_training_set(emb, dev_train)
+        linear = jscc.LinearCode.fit(emb_clean_of(emb, dev_train), job.k)
+        model, linear, meta = train_one(z_dev, None, linear, job.seed, **kw, log=log)
+        alphas, report = BlendSelection(emb, text, held_out).choose(model, log=log)
+        meta.update(
+            dev_classes=dev_train,
+            held_out_classes=held_out,
+            blend=alphas,
+            blend_selection=report,
+        )
+    else:
+        if job.no_af_snr is not None:
+            kw["steps"] = no_af_steps
+        z_train, _ = split_training_set(emb)
+        model, linear, meta = train_one(
+            z_train,
+            Validation(emb, text),
+            jscc.LinearCode.fit(_WORKER["z_fit"], job.k),
+            job.seed,
+            use_af=job.no_af_snr is None,
+            fixed_snr=job.no_af_snr,
+            **kw,
+            log=log,
+        )
+    meta["command"] = command
+    path = job.path(bundle)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    jscc.save_checkpoint(tmp, model, linear, meta)
+    tmp.replace(path)
+    return path
 
 
 # --------------------------------------------------------------------------------------
@@ -309,7 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--views", type=int, default=4, help="augmented views per train image"
     )
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--no-af-steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -317,10 +539,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--recon-weight", type=float, default=4.0)
     p.add_argument(
+        "--linear-lr-scale",
+        type=float,
+        default=0.0,
+        help="learning rate of the linear path relative to --lr (0 freezes it)",
+    )
+    p.add_argument(
         "--export", action="store_true", help="write ONNX + manifest entries"
     )
     p.add_argument(
         "--skip-existing", action="store_true", help="reuse trained checkpoints"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="training processes, one thread each (default: 2, or 1 on one core)",
+    )
+    p.add_argument(
+        "--no-blend",
+        action="store_true",
+        help="keep the learned code at every SNR (no development code, no fallback)",
     )
     p.add_argument(
         "--skip-main",
@@ -335,10 +574,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.default_k not in args.ks:
         p.error(f"--default-k {args.default_k} must be one of --ks {args.ks}")
+    # Embed once here (cached on disk) so that the workers only load the cache.
     emb = train_embeddings(args.bundle, args.data, args.views, seed=0)
+    fit_embeddings(args.bundle, args.data)
     z_train, z_val = split_training_set(emb)
     print(f"training set {len(z_train)} embeddings, validation {len(z_val)}")
-    validation = Validation(emb, base_text_features(args.bundle))
+    del emb, z_train, z_val
+    dev_train, dev_held_out = dev_split()
     hyper = dict(
         steps=args.steps,
         batch=args.batch,
@@ -346,34 +588,63 @@ def main(argv: list[str] | None = None) -> None:
         width=args.width,
         temperature=args.temperature,
         recon_weight=args.recon_weight,
+        linear_lr_scale=args.linear_lr_scale,
     )
 
-    jobs: list[tuple[int, int, float | None]] = []
-    if not args.skip_main:
-        jobs += [(k, args.seed, None) for k in args.ks]
-    jobs += [(args.default_k, s, None) for s in args.extra_seeds]
-    jobs += [(args.default_k, args.seed, snr) for snr in args.no_af_snrs]
-    for k, seed, snr in jobs:
-        path = checkpoint_path(args.bundle, k, seed, snr)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    blended = [] if args.skip_main else [Job(k, args.seed) for k in args.ks]
+    blended += [Job(args.default_k, s) for s in args.extra_seeds]
+    jobs = list(blended)
+    if not args.no_blend:
+        jobs += [Job(k, args.seed, dev=True) for k in sorted({j.k for j in blended})]
+    jobs += [Job(args.default_k, args.seed, snr) for snr in args.no_af_snrs]
+    todo = []
+    for job in jobs:
+        path = job.path(args.bundle)
         if args.skip_existing and path.is_file():
             print(f"reusing {path}")
-            continue
-        kw = dict(hyper)
-        if snr is not None:
-            kw["steps"] = args.no_af_steps
-        model, linear, meta = train_one(
-            z_train, validation, k, seed, use_af=snr is None, fixed_snr=snr, **kw
-        )
-        meta["command"] = command
+        else:
+            todo.append(job)
+    todo.sort(key=lambda j: j.no_af_snr is not None)  # the long jobs first
+    run = functools.partial(
+        _run_job,
+        hyper=hyper,
+        no_af_steps=args.no_af_steps,
+        command=command,
+        bundle=args.bundle,
+    )
+    init_args = (args.bundle, args.data, args.views)
+    workers = max(1, min(args.workers, len(todo)))
+    if workers == 1:
+        _worker_init(*init_args)
+        for job in todo:
+            run(job)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, ctx, _worker_init, init_args) as pool:
+            for path in pool.map(run, todo):
+                print(f"wrote {path}", flush=True)
+
+    # The blend schedules: from each k's development code onto its trained codes.
+    for job in blended:
+        path = job.path(args.bundle)
+        model, linear, meta = jscc.load_checkpoint(path)
+        if args.no_blend:
+            alphas, source = [1.0] * len(jscc.BLEND_GRID_DB), None
+        else:
+            dev_path = Job(job.k, args.seed, dev=True).path(args.bundle)
+            alphas, source = jscc.load_checkpoint(dev_path)[2]["blend"], dev_path.name
+        model.set_blend(alphas)
+        meta.update(blend=alphas, blend_from=source)
         jscc.save_checkpoint(path, model, linear, meta)
+        print(f"k={job.k} seed={job.seed}: blend {alphas} ({source or 'none'})")
 
     if args.export:
-        entries = []
+        entries, blends = [], {}
         for k in args.ks:
             model, _, meta = jscc.load_checkpoint(
                 checkpoint_path(args.bundle, k, args.seed)
             )
+            blends[str(k)] = model.blend_values()
             enc, dec, diff = export_onnx(model, args.bundle)
             print(
                 f"exported {enc.name}, {dec.name} (ONNX vs torch max |diff| {diff:.1e})"
@@ -399,6 +670,11 @@ def main(argv: list[str] | None = None) -> None:
                 "loss": f"InfoNCE (Eq. 7, T={args.temperature}) + "
                 f"{args.recon_weight} * (1 - cos)",
                 **{k: v for k, v in hyper.items()},
+                "blend_grid_db": list(jscc.BLEND_GRID_DB),
+                "blend": blends,
+                "blend_selection": "development code per k on base classes "
+                f"{dev_train} of train/, held out {dev_held_out}; validation images of "
+                "all base classes",
             },
         )
         print(json.dumps(entries, indent=2))

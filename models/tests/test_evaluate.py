@@ -91,6 +91,8 @@ def test_summary_and_criteria_decide_on_measured_numbers(tmp_path):
         rows.append(_row("semclip", 8, 0, snr, 0, "acc_new", 0.75))
         rows.append(_row("semclip_no_tapl_sub", 8, 0, snr, 0, "acc_new", 0.70))
     result = _result(rows)
+    result["jscc_blend_grid_db"] = [-5.0, 0.0, 10.0]
+    result["jscc_blend"] = {"8": [0.0, 0.25, 1.0]}
     summary = report.summarise(rows)
     cell = summary[("semclip_no_tapl", 8, 0.0, "acc_new")]
     assert math.isclose(cell["mean"], 70.0) and math.isclose(cell["spread"], 2.0)
@@ -102,6 +104,7 @@ def test_summary_and_criteria_decide_on_measured_numbers(tmp_path):
     report.write(result, tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert "70.0 ± 2.0" in text
+    assert "| 8 | 0 | 0.25 | 1 |" in text  # the blend schedule of k = 8
     assert (tmp_path / "acc_new_vs_snr.png").is_file()
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from semclip_models import baselines, channel, jscc
-from semclip_models.train_jscc import Validation, export_onnx, train_one
+from semclip_models.train_jscc import BlendSelection, Validation, export_onnx, train_one
 
 torch.set_num_threads(1)
 
@@ -81,7 +81,7 @@ def test_training_runs_and_exports_with_parity(tmp_path):
     model, _, meta = train_one(
         z[:3500],
         Validation(emb, text),
-        k=4,
+        jscc.LinearCode.fit(z[:3500], 4),
         seed=0,
         steps=60,
         batch=128,
@@ -96,6 +96,10 @@ def test_training_runs_and_exports_with_parity(tmp_path):
     enc, dec, diff = export_onnx(model, tmp_path)
     assert enc.name == "jscc_k4_encoder.onnx" and dec.name == "jscc_k4_decoder.onnx"
     assert diff <= 1e-4
+    # A schedule that is neither all-learned nor all-linear exports with parity too.
+    model.set_blend([0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 0.5, 0.0])
+    _, _, diff = export_onnx(model, tmp_path)
+    assert diff <= 1e-4
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(enc), providers=["CPUExecutionProvider"])
@@ -103,3 +107,61 @@ def test_training_runs_and_exports_with_parity(tmp_path):
     assert names == ["z", "snr_db"]
     out = sess.run(None, {"z": z[:3], "snr_db": np.zeros((3, 1), np.float32)})[0]
     assert out.shape == (3, 8)
+
+
+def test_blend_interpolates_between_grid_points():
+    blend = jscc.SnrBlend()
+    blend.set([0.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25])
+    snr = torch.tensor([[-30.0], [-15.0], [-12.5], [-10.0], [-7.5], [20.0], [17.5], [40.0]])
+    want = torch.tensor([[0.0], [0.0], [0.5], [1.0], [0.75], [0.25], [0.375], [0.25]])
+    assert torch.allclose(blend(snr), want)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        blend.set([2.0] * 8)
+    with pytest.raises(ValueError, match="need 8"):
+        blend.set([1.0] * 3)
+
+
+def test_blend_zero_is_the_linear_baseline_after_training():
+    """Once trained, the code differs from the linear baseline; with alpha = 0 at an SNR
+    it sends and decodes exactly as the baseline does there."""
+    z = _embeddings(1500, d=48)
+    code = jscc.LinearCode.fit(z, 4)
+    model, _, _ = train_one(
+        z, None, code, seed=0, steps=40, batch=128, lr=3e-3, width=32,
+        temperature=0.1, recon_weight=4.0, log=lambda *_: None,
+    )
+    zt = torch.from_numpy(z[:300])
+    linear = baselines.LinearScheme(code)
+    learned = model(zt, torch.full((300, 1), 0.0), torch.Generator().manual_seed(5))
+    want = linear(zt, 0.0, torch.Generator().manual_seed(5))
+    assert not torch.allclose(learned, want, atol=1e-3)
+    model.set_blend([1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    got = model(zt, torch.full((300, 1), 0.0), torch.Generator().manual_seed(5))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_blend_selection_never_picks_a_loss():
+    """The chosen alpha at each SNR is no worse than alpha = 0 on any task."""
+    z = _embeddings(2400, d=48)
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, len(z))
+    emb = {
+        "z_clean": z,
+        "z_aug": (z + 0.05 * rng.standard_normal(z.shape)).astype(np.float32)[:, None],
+        "labels": labels,
+        "is_val": np.arange(len(z)) >= 2000,
+    }
+    text = torch.nn.functional.normalize(torch.randn(10, 48), dim=-1)
+    model, _, _ = train_one(
+        z[:2000], None, jscc.LinearCode.fit(z[:2000], 4), seed=0, steps=40,
+        batch=128, lr=3e-3, width=32, temperature=0.1, recon_weight=4.0,
+        log=lambda *_: None,
+    )
+    selection = BlendSelection(emb, text, held_out=[3, 4])
+    alphas, report = selection.choose(model, log=lambda *_: None)
+    assert len(alphas) == len(jscc.BLEND_GRID_DB)
+    assert model.blend_values() == alphas
+    for snr, a in zip(jscc.BLEND_GRID_DB, alphas):
+        rows = report[str(snr)]
+        for task, value in rows[str(a)].items():
+            assert value >= rows["0.0"][task]
