@@ -4,7 +4,9 @@
 #   1. the tiny-lit image tower (wall-clock budget TOWER_MINUTES, default 40) and its report;
 #   2. its export into bundles/tiny-lit (image encoder, MiniLM text encoder, manifest);
 #   3. stage 1: the SNR-adaptive JSCC codes for k = 4, 8, 16, 32 (seed 0), two more seeds
-#      of the default k, and the per-SNR ablation without AF, exported for every k;
+#      of the default k, a development code per k (on three base classes) that chooses
+#      each code's blend with the linear code, and the per-SNR ablation without AF,
+#      exported for every k (two training processes);
 #   4. stage 2: TAPL (meta-net and context vectors) on the default k, exported;
 #   5. the image-transmission baseline: DeepJSCC of the image for k = 32, 128, 512;
 #   6. the full evaluation grid into reports/tiny-lit (results.json, README.md, PNG plots).

@@ -8,6 +8,16 @@ AWGN in between, exactly as the link does), and minimises Eq. 8: the cross-entro
 transmission-aware prompts (:mod:`semclip_models.tapl`). Only the meta-net and the
 context vectors learn; the text encoder and the JSCC are frozen.
 
+The cross-entropy alone is minimised on a very noisy embedding by making all the class
+features equally similar to it: the prompts then lose what tells the classes apart and the
+top label collapses onto one class at low SNR (measured here: 19 % 5-way on validation at
+-15 dB against 34 % for the fixed template). So training scores the classes with
+``tau(z_hat) * cos(z_hat, t_c)``, where ``tau`` is a small head on the received embedding
+(``logit_scale * 2 * sigmoid(MLP)``, 1 x ``logit_scale`` at the start): the loss can express
+the uncertainty of a noisy embedding through ``tau`` instead of through the prompts. The head
+is used only in training; the receiver ranks by ``cos(z_hat, t_c)`` with the bundle's
+``logit_scale``, which gives the same top label.
+
 Every image has its own prompts, so a step costs ``batch x base classes`` text-encoder
 passes (forward and backward): ``--steps`` x ``--batch`` sets the CPU time.
 
@@ -38,6 +48,24 @@ from .text_tower import MiniLMText
 from .train_jscc import split_training_set
 
 CKPT_DIR = RUNS_DIR / "tapl"
+
+
+class TemperatureHead(torch.nn.Module):
+    """``z_hat`` [N, D] -> per-image logit scale [N, 1], ``logit_scale`` at initialisation."""
+
+    def __init__(self, embed_dim: int, logit_scale: float, hidden: int = 32):
+        super().__init__()
+        self.logit_scale = float(logit_scale)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(embed_dim, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, 1),
+        )
+        torch.nn.init.zeros_(self.net[2].weight)
+        torch.nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, z_hat: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * 2.0 * torch.sigmoid(self.net(z_hat))
 
 
 def bundle_jscc(bundle_dir: Path, k: int | None = None) -> OnnxJscc:
@@ -139,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     text = MiniLMText()
     model = tapl.Tapl(text, manifest["embed_dim"], manifest["logit_scale"])
     prompts = tapl.PromptTokens(text, base)
-    params = [model.context, *model.meta_net.parameters()]
+    temperature = TemperatureHead(manifest["embed_dim"], manifest["logit_scale"])
+    params = [model.context, *model.meta_net.parameters(), *temperature.parameters()]
     opt = torch.optim.Adam(params, lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
     gen = torch.Generator().manual_seed(args.seed)
@@ -150,8 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         idx = torch.randint(0, len(z_train), (args.batch,), generator=gen)
         snr = float(lo + (hi - lo) * torch.rand((), generator=gen))
         z_hat = link(torch.from_numpy(z_train[idx.numpy()]), snr, gen)
+        cos = model.logits(z_hat, prompts) / model.logit_scale
         loss = F.cross_entropy(
-            model.logits(z_hat, prompts), torch.from_numpy(y_train[idx.numpy()])
+            temperature(z_hat) * cos, torch.from_numpy(y_train[idx.numpy()])
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         "steps": args.steps,
         "batch": args.batch,
         "lr": args.lr,
+        "loss": "cross-entropy of tau(z_hat) * cos(z_hat, t_c) over the base classes, "
+        "tau a per-image temperature head used in training only",
         "train_seconds": round(time.time() - t0, 1),
         "val_base_acc": {
             str(s): {"tapl": a, "template": b} for s, (a, b) in val.items()

@@ -73,3 +73,20 @@ def test_meta_net_shape_and_export(text, tmp_path):
     assert out.shape == (4, 384)
     ctx = bundle.read_f32(tmp_path / "tapl_context.f32", (4, 384))
     assert np.array_equal(ctx, model.context.detach().numpy())
+
+
+def test_temperature_head_starts_at_the_logit_scale_and_learns_per_image():
+    from semclip_models.train_tapl import TemperatureHead
+
+    head = TemperatureHead(16, 40.0)
+    z = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    assert torch.allclose(head(z), torch.full((6, 1), 40.0))
+    # Two kinds of input, one wanting confident scores, one wanting flat ones.
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    sharp, flat = z[:3], torch.zeros(3, 16)
+    for _ in range(100):
+        loss = (head(sharp) - 70.0).pow(2).mean() + (head(flat) - 5.0).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(head(sharp).min()) > 60.0 and float(head(flat).max()) < 15.0
