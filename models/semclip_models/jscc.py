@@ -105,14 +105,37 @@ class LinearCode:
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """``[N, D]`` -> ``[N, 2k]`` reals, not power-normalised."""
-        return (z - torch.from_numpy(self.mean)) @ torch.from_numpy(self.components)
+        return linear_encode(
+            z, torch.from_numpy(self.mean), torch.from_numpy(self.components)
+        )
 
     def decode(self, y: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
         """Received ``[N, 2k]`` and SNR ``[N, 1]`` dB -> L2-normalised ``z_hat`` [N, D]."""
-        gain = lmmse_gain(torch.from_numpy(self.a), torch.from_numpy(self.b), snr_db)
-        s_hat = gain * y
-        z = torch.from_numpy(self.mean) + s_hat @ torch.from_numpy(self.components).T
-        return F.normalize(z, dim=-1)
+        return linear_decode(
+            y,
+            snr_db,
+            *(torch.from_numpy(v) for v in (self.mean, self.components, self.a, self.b)),
+        )
+
+
+def linear_encode(
+    z: torch.Tensor, mean: torch.Tensor, components: torch.Tensor
+) -> torch.Tensor:
+    """The linear code's transmitter: ``(z - mean) @ components``."""
+    return (z - mean) @ components
+
+
+def linear_decode(
+    y: torch.Tensor,
+    snr_db: torch.Tensor,
+    mean: torch.Tensor,
+    components: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+) -> torch.Tensor:
+    """The linear code's receiver: LMMSE estimate of the components, mapped back."""
+    s_hat = lmmse_gain(a, b, snr_db) * y
+    return F.normalize(mean + s_hat @ components.T, dim=-1)
 
 
 def lmmse_gain(a: torch.Tensor, b: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
@@ -193,9 +216,6 @@ class SnrBlend(nn.Module):
             raise ValueError(f"blend values must lie in [0, 1], got {values.tolist()}")
         self.alphas.copy_(values)
 
-    def is_identity(self) -> bool:
-        return bool((self.alphas == 1).all())
-
 
 class ResidualMLP(nn.Module):
     """Two dense layers, each followed by an AF module (or none), and a zero-init output."""
@@ -248,7 +268,7 @@ class JsccEncoder(nn.Module):
         if self.blend is None:
             return s
         alpha = self.blend(snr_db)
-        base = (z - self.base_mean) @ self.base_components
+        base = linear_encode(z, self.base_mean, self.base_components)
         return alpha * s + (1.0 - alpha) * base
 
 
@@ -284,8 +304,14 @@ class JsccDecoder(nn.Module):
         if self.blend is None:
             return z
         alpha = self.blend(snr_db)
-        s_base = lmmse_gain(self.base_a, self.base_b, snr_db) * symbols
-        z_base = F.normalize(self.base_mean + s_base @ self.base_components.T, dim=-1)
+        z_base = linear_decode(
+            symbols,
+            snr_db,
+            self.base_mean,
+            self.base_components,
+            self.base_a,
+            self.base_b,
+        )
         return F.normalize(alpha * z + (1.0 - alpha) * z_base, dim=-1)
 
 

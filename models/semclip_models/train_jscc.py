@@ -124,9 +124,10 @@ class Validation:
         self.z = torch.from_numpy(emb["z_clean"][val].astype(np.float32))
         self.z_query = torch.from_numpy(emb["z_aug"][val][:, 0].astype(np.float32))
         labels = emb["labels"][val]
-        classes = np.unique(labels)
-        self.labels = torch.from_numpy(np.searchsorted(classes, labels))
-        self.text = None if text_features is None else text_features[classes]
+        #: CIFAR label indices of the validation classes; ``labels`` index into them.
+        self.classes = np.unique(labels)
+        self.labels = torch.from_numpy(np.searchsorted(self.classes, labels))
+        self.text = None if text_features is None else text_features[self.classes]
 
     @torch.no_grad()
     def __call__(self, send, snrs: list[float], seed: int = 99) -> dict[float, dict]:
@@ -154,18 +155,14 @@ class BlendSelection:
     """Chooses a code's blend schedule on the validation images of all base classes,
     using a development code trained without the ``held_out`` classes."""
 
-    def __init__(
-        self, emb: dict[str, np.ndarray], text_features: torch.Tensor, held_out: list[int]
-    ):
-        val = emb["is_val"]
-        labels = emb["labels"][val]
-        self.z = torch.from_numpy(emb["z_clean"][val].astype(np.float32))
-        self.z_query = torch.from_numpy(emb["z_aug"][val][:, 0].astype(np.float32))
-        classes = np.unique(labels)
-        self.labels = torch.from_numpy(np.searchsorted(classes, labels))
-        self.text = text_features[classes]
-        self.new_mask = torch.from_numpy(np.isin(labels, held_out))
-        self.new_cols = torch.from_numpy(np.flatnonzero(np.isin(classes, held_out)))
+    def __init__(self, validation: Validation, held_out: list[int]):
+        if validation.text is None:
+            raise ValueError("the blend selection needs the classes' text features")
+        self.z, self.z_query = validation.z, validation.z_query
+        self.labels, self.text = validation.labels, validation.text
+        held = np.isin(validation.classes, held_out)
+        self.new_mask = torch.from_numpy(held[validation.labels.numpy()])
+        self.new_cols = torch.from_numpy(np.flatnonzero(held))
 
     @torch.no_grad()
     def metrics(self, model: jscc.Jscc, snr: float, alpha: float) -> dict[str, float]:
@@ -378,18 +375,22 @@ _WORKER: dict = {}
 
 
 def _worker_init(bundle_dir: Path, data_root: Path, views: int) -> None:
+    """Load once per worker what every job reads: the embeddings (from the cache the
+    parent filled), the training inputs, the validation set and the linear fit data."""
     torch.set_num_threads(1)
     quiet = lambda *_: None  # noqa: E731 (the parent has printed these already)
-    _WORKER["emb"] = train_embeddings(bundle_dir, data_root, views, seed=0, log=quiet)
+    emb = train_embeddings(bundle_dir, data_root, views, seed=0, log=quiet)
+    _WORKER["emb"] = emb
+    _WORKER["z_train"] = split_training_set(emb)[0]
+    _WORKER["validation"] = Validation(emb, base_text_features(bundle_dir))
     _WORKER["z_fit"] = fit_embeddings(bundle_dir, data_root, log=quiet)
-    _WORKER["text"] = base_text_features(bundle_dir)
 
 
 def _run_job(
     job: Job, hyper: dict, no_af_steps: int, command: str, bundle: Path
 ) -> Path:
     """Train ``job`` and save its checkpoint (a development code with its chosen blend)."""
-    emb, text = _WORKER["emb"], _WORKER["text"]
+    emb, validation = _WORKER["emb"], _WORKER["validation"]
     name = f"[k={job.k} seed={job.seed}{' dev' if job.dev else ''}" + (
         f" no-AF {job.no_af_snr:+.0f} dB]" if job.no_af_snr is not None else "]"
     )
@@ -403,7 +404,7 @@ def _run_job(
         z_dev, _ = split_training_set(emb, dev_train)
         linear = jscc.LinearCode.fit(emb_clean_of(emb, dev_train), job.k)
         model, linear, meta = train_one(z_dev, None, linear, job.seed, **kw, log=log)
-        alphas, report = BlendSelection(emb, text, held_out).choose(model, log=log)
+        alphas, report = BlendSelection(validation, held_out).choose(model, log=log)
         meta.update(
             dev_classes=dev_train,
             held_out_classes=held_out,
@@ -413,10 +414,9 @@ def _run_job(
     else:
         if job.no_af_snr is not None:
             kw["steps"] = no_af_steps
-        z_train, _ = split_training_set(emb)
         model, linear, meta = train_one(
-            z_train,
-            Validation(emb, text),
+            _WORKER["z_train"],
+            validation,
             jscc.LinearCode.fit(_WORKER["z_fit"], job.k),
             job.seed,
             use_af=job.no_af_snr is None,

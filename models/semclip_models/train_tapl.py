@@ -179,9 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     model = tapl.Tapl(text, manifest["embed_dim"], manifest["logit_scale"])
     prompts = tapl.PromptTokens(text, base)
     temperature = TemperatureHead(manifest["embed_dim"], manifest["logit_scale"])
-    with torch.no_grad():  # the untrained prompts are the template "a photo of a {c}."
-        untrained = tapl.Tapl(text, manifest["embed_dim"], manifest["logit_scale"])
-        template_features = untrained.class_features(
+    # The untrained prompts are the template "a photo of a {c}.": the reference of the
+    # template penalty here and of the validation below.
+    plain = tapl.Tapl(text, manifest["embed_dim"], manifest["logit_scale"])
+    with torch.no_grad():
+        template_features = plain.class_features(
             torch.zeros(1, manifest["embed_dim"]), prompts
         )
     params = [model.context, *model.meta_net.parameters(), *temperature.parameters()]
@@ -215,7 +217,6 @@ def main(argv: list[str] | None = None) -> None:
             )
 
     # Validation: base-class accuracy with and without TAPL on held-out train images.
-    plain = tapl.Tapl(text, manifest["embed_dim"], manifest["logit_scale"])
     val = {}
     for snr in (-15.0, -5.0, 5.0):
         z_hat = link(z_val, snr, torch.Generator().manual_seed(7))

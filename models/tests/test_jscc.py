@@ -157,7 +157,7 @@ def test_blend_selection_never_picks_a_loss():
         batch=128, lr=3e-3, width=32, temperature=0.1, recon_weight=4.0,
         log=lambda *_: None,
     )
-    selection = BlendSelection(emb, text, held_out=[3, 4])
+    selection = BlendSelection(Validation(emb, text), held_out=[3, 4])
     alphas, report = selection.choose(model, log=lambda *_: None)
     assert len(alphas) == len(jscc.BLEND_GRID_DB)
     assert model.blend_values() == alphas
