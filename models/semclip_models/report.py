@@ -541,10 +541,11 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
             "",
             "alpha per k and SNR: the encoder sends alpha x learned + (1 − alpha) x linear "
             "symbols and the decoder mixes its output with the linear receiver's in the "
-            "same proportion. Chosen for each k on validation images of train/ with a "
-            "development code trained on three of the five base classes: the largest mean "
-            "gain over the linear code among the values where no task loses "
-            "(`semclip_models.train_jscc`). The test set plays no part.",
+            "same proportion. Chosen for each k with three development codes, each trained "
+            "on three of the five base classes and measured on the images of train/ of the "
+            "other two: the value must lose on no task and gain at least one point on "
+            "average on every split, and the one with the largest smallest gain is taken; "
+            "otherwise alpha = 0 (`semclip_models.train_jscc`). The test set plays no part.",
             "",
             blends,
         ]

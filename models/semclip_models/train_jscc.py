@@ -20,13 +20,15 @@ learning rate, made the code worse than its starting point on validation at high
 
 Blend schedule. A code fitted to five base classes can pull embeddings of other classes
 towards them, which costs accuracy where the linear code was already good (high SNR) or
-where the learned code has little to add (very low SNR). For each k a *development* code is
-trained with the same settings on three of the five base classes (``DEV_SPLIT_SEED``), and
-at each SNR of ``jscc.BLEND_GRID_DB`` the blend value alpha in ``BLEND_CHOICES`` is chosen on
-validation images of all five base classes (several noise draws, the same noise for every
-alpha): among the values for which no task (2-way on the two held-out classes, 5-way on
-all, instance retrieval) is below the linear code's, the one with the largest mean gain.
-alpha = 0 (the linear code) is always admissible. The test classes play no part.
+where the learned code has little to add (very low SNR). For each k, ``DEV_SPLITS``
+*development* codes are trained with the same settings, each on three of the five base
+classes, so that every base class is held out once. Each is measured on the images of its
+two held-out classes (train/ and validation: none of them seen in its training) at each
+SNR of ``jscc.BLEND_GRID_DB`` and each blend value alpha in ``BLEND_CHOICES``, with the same
+noise for every alpha (:class:`BlendSelection`). The chosen alpha gains at least
+``BLEND_MARGIN`` on average and loses on no task, on every split (:func:`choose_blend`);
+alpha = 0, the linear code, is the fallback. The selection is cheap and is made again on
+every run. The test classes play no part.
 
 Without AF (``--no-af-snrs``) one model is trained per SNR of the list, at that SNR only:
 the ablation "SemCLIP w/o TAPL and AF".
@@ -62,8 +64,11 @@ from .evaluate import RUNS_DIR, fit_embeddings, image_encoder_path, train_embedd
 
 CKPT_DIR = RUNS_DIR / "jscc"
 
-#: Seed of the split of the base classes into 3 development-training and 2 held-out ones.
+#: Seed of the order of the base classes from which the development splits are cut.
 DEV_SPLIT_SEED = 1
+
+#: Development splits per k: each holds out a different pair of base classes.
+DEV_SPLITS = 3
 
 #: Blend values tried at each grid SNR.
 BLEND_CHOICES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -71,18 +76,25 @@ BLEND_CHOICES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Noise draws per SNR and blend value in the selection.
 BLEND_DRAWS = 3
 
+#: Smallest mean gain over the linear code (fraction: 0.01 = one point) for which the
+#: selection leaves it; smaller gains are within what changes between class splits.
+BLEND_MARGIN = 0.01
+
+#: Gallery size of the selection's retrieval task (the evaluation's test gallery size).
+RETRIEVAL_GALLERY = 1000
+
 
 def checkpoint_path(
     bundle_dir: Path,
     k: int,
     seed: int,
     no_af_snr: float | None = None,
-    dev: bool = False,
+    dev: int | None = None,
 ) -> Path:
     """Checkpoints live under the image encoder's hash: a new encoder never reuses them."""
     sha = bundle_io.sha256_file(image_encoder_path(bundle_dir))[:16]
-    if dev:
-        name = f"k{k}_dev_s{seed}.pt"
+    if dev is not None:
+        name = f"k{k}_dev{dev}_s{seed}.pt" if dev else f"k{k}_dev_s{seed}.pt"
     elif no_af_snr is None:
         name = f"k{k}_s{seed}.pt"
     else:
@@ -90,14 +102,20 @@ def checkpoint_path(
     return CKPT_DIR / sha / name
 
 
-def dev_split() -> tuple[list[int], list[int]]:
-    """CIFAR label indices of (3 development-training, 2 held-out) base classes."""
+def dev_split(index: int = 0) -> tuple[list[int], list[int]]:
+    """CIFAR label indices of (3 development-training, 2 held-out) base classes of the
+    development split ``index``: the held-out pairs of splits 0, 1, 2 are positions
+    (3, 4), (0, 1), (2, 3) of a seeded order of the five, so every class is held out once."""
     from . import data
 
     base, _ = data.base_new_split()
     order = np.random.default_rng(DEV_SPLIT_SEED).permutation(len(base))
     ids = [data.CLASSES.index(base[i]) for i in order]
-    return sorted(ids[:3]), sorted(ids[3:])
+    held = {(2 * index + 3) % len(ids), (2 * index + 4) % len(ids)}
+    return (
+        sorted(c for i, c in enumerate(ids) if i not in held),
+        sorted(c for i, c in enumerate(ids) if i in held),
+    )
 
 
 def split_training_set(
@@ -152,70 +170,120 @@ class Validation:
 
 
 class BlendSelection:
-    """Chooses a code's blend schedule on the validation images of all base classes,
-    using a development code trained without the ``held_out`` classes."""
+    """Measures a development code, trained without the ``held_out`` base classes, against
+    the linear code at every blend value and grid SNR.
 
-    def __init__(self, validation: Validation, held_out: list[int]):
-        if validation.text is None:
-            raise ValueError("the blend selection needs the classes' text features")
-        self.z, self.z_query = validation.z, validation.z_query
-        self.labels, self.text = validation.labels, validation.text
-        held = np.isin(validation.classes, held_out)
-        self.new_mask = torch.from_numpy(held[validation.labels.numpy()])
-        self.new_cols = torch.from_numpy(np.flatnonzero(held))
+    Every image of a held-out class, in train/ as well as in its validation part, is one
+    the development code never saw, so all of them measure how the learned code does on
+    classes outside its training set (about 10,000 images, so that a gain of a point is
+    well above the noise):
+
+    - ``acc_new``: zero-shot accuracy among the held-out classes only;
+    - ``acc_all``: zero-shot accuracy among all five base classes, per class and then
+      averaged, on the held-out images and the validation images of the training
+      classes (does the code pull unseen images towards the classes it knows?);
+    - ``retrieval``: a received augmented view against the clean held-out images, in
+      galleries of ``gallery`` images, as the evaluation's.
+    """
+
+    def __init__(
+        self,
+        emb: dict[str, np.ndarray],
+        text_features: torch.Tensor,
+        held_out: list[int],
+        gallery: int = RETRIEVAL_GALLERY,
+    ):
+        labels = emb["labels"]
+        held = np.isin(labels, held_out)
+        keep = held | emb["is_val"]
+        self.classes = np.unique(labels)
+        self.z = torch.from_numpy(emb["z_clean"][keep].astype(np.float32))
+        self.labels = torch.from_numpy(np.searchsorted(self.classes, labels[keep]))
+        self.text = text_features[self.classes]
+        self.held_mask = torch.from_numpy(held[keep])
+        self.held_cols = torch.from_numpy(np.flatnonzero(np.isin(self.classes, held_out)))
+        order = np.random.default_rng(DEV_SPLIT_SEED).permutation(np.flatnonzero(held))
+        if len(order) < gallery:
+            raise ValueError(
+                f"{len(order)} images of the held-out classes {held_out}: the retrieval "
+                f"task needs at least one gallery of {gallery}"
+            )
+        self.galleries = order[: len(order) // gallery * gallery].reshape(-1, gallery)
+        self.z_gallery = torch.from_numpy(emb["z_clean"][self.galleries].astype(np.float32))
+        self.z_query = torch.from_numpy(emb["z_aug"][self.galleries, 0].astype(np.float32))
 
     @torch.no_grad()
     def metrics(self, model: jscc.Jscc, snr: float, alpha: float) -> dict[str, float]:
         model.set_blend([alpha] * len(jscc.BLEND_GRID_DB))
-        acc_new = acc_all = retrieval = 0.0
+        sums = {"acc_new": 0.0, "acc_all": 0.0, "retrieval": 0.0}
         n = len(self.z)
+        g, m = self.z_gallery.shape[:2]
         for draw in range(BLEND_DRAWS):
             gen = torch.Generator().manual_seed(1000 + draw)
-            col = torch.full((n, 1), snr)
-            z_hat = model(self.z, col, gen)
-            q_hat = model(self.z_query, col, gen)
+            z_hat = model(self.z, torch.full((n, 1), snr), gen)
+            q = self.z_query.reshape(g * m, -1)
+            q_hat = model(q, torch.full((g * m, 1), snr), gen).reshape(g, m, -1)
             logits = z_hat @ self.text.T
-            acc_all += float((logits.argmax(1) == self.labels).float().mean())
-            sub = logits[self.new_mask][:, self.new_cols]
-            want = self.labels[self.new_mask]
-            acc_new += float((self.new_cols[sub.argmax(1)] == want).float().mean())
-            hits = (q_hat @ self.z.T).argmax(1) == torch.arange(n)
-            retrieval += float(hits.float().mean())
+            right = logits.argmax(1) == self.labels
+            per_class = [
+                right[self.labels == c].float().mean() for c in range(len(self.classes))
+            ]
+            sums["acc_all"] += float(torch.stack(per_class).mean())
+            sub = logits[self.held_mask][:, self.held_cols]
+            want = self.labels[self.held_mask]
+            sums["acc_new"] += float(
+                (self.held_cols[sub.argmax(1)] == want).float().mean()
+            )
+            sims = torch.einsum("gqd,gkd->gqk", q_hat, self.z_gallery)
+            hits = sims.argmax(-1) == torch.arange(m)
+            sums["retrieval"] += float(hits.float().mean())
+        return {t: v / BLEND_DRAWS for t, v in sums.items()}
+
+    def table(self, model: jscc.Jscc) -> dict[float, dict[float, dict[str, float]]]:
+        """``{snr: {alpha: metrics}}`` over ``BLEND_GRID_DB`` and ``BLEND_CHOICES``."""
         return {
-            "acc_new": acc_new / BLEND_DRAWS,
-            "acc_all": acc_all / BLEND_DRAWS,
-            "retrieval": retrieval / BLEND_DRAWS,
+            snr: {a: self.metrics(model, snr, a) for a in BLEND_CHOICES}
+            for snr in jscc.BLEND_GRID_DB
         }
 
-    def choose(self, model: jscc.Jscc, log=print) -> tuple[list[float], dict]:
-        """Blend values at ``BLEND_GRID_DB`` and the measurements behind them."""
-        chosen, report = [], {}
-        for snr in jscc.BLEND_GRID_DB:
-            rows = {a: self.metrics(model, snr, a) for a in BLEND_CHOICES}
-            base = rows[0.0]
-            best, best_gain = 0.0, 0.0
-            for a, m in rows.items():
-                gains = [m[t] - base[t] for t in m]
-                if min(gains) >= 0.0 and float(np.mean(gains)) > best_gain:
-                    best, best_gain = a, float(np.mean(gains))
-            chosen.append(best)
+
+def choose_blend(tables: list[dict], log=print) -> tuple[list[float], dict]:
+    """Blend values at ``BLEND_GRID_DB`` from the tables of several development splits.
+
+    At each SNR a value alpha is admissible when, on *every* split, no task is below the
+    linear code (alpha = 0) and the mean gain over the tasks is at least ``BLEND_MARGIN``;
+    among those, the one with the largest smallest-over-splits mean gain is chosen, and
+    alpha = 0 when none is. A gain that shows on one pair of held-out classes but not on
+    another says more about those classes than about the code, so it does not count.
+    """
+    chosen, report = [], {}
+    for snr in jscc.BLEND_GRID_DB:
+        rows = [t[snr] for t in tables]
+        best, best_gain = 0.0, BLEND_MARGIN
+        for a in rows[0]:
+            if a == 0.0:
+                continue
+            gains = [[r[a][t] - r[0.0][t] for t in r[a]] for r in rows]
+            worst = min(float(np.mean(g)) for g in gains)
+            if min(min(g) for g in gains) >= 0.0 and worst >= best_gain:
+                best, best_gain = a, worst
+        chosen.append(best)
+        for i, r in enumerate(rows):
             log(
-                f"  {snr:+.0f} dB: "
+                f"  {snr:+.0f} dB, split {i}: "
                 + "; ".join(
                     f"alpha {a}: " + " ".join(f"{100 * v:.1f}" for v in m.values())
-                    for a, m in rows.items()
+                    for a, m in r.items()
                 )
                 + " (acc_new acc_all retrieval)"
             )
-            report[str(snr)] = {str(a): m for a, m in rows.items()}
-            log(
-                f"blend at {snr:+.0f} dB: alpha {best} (mean gain {100 * best_gain:+.1f} "
-                "points; " + ", ".join(
-                    f"{t} {100 * rows[best][t]:.1f}/{100 * base[t]:.1f}" for t in base
-                ) + " chosen/linear)"
-            )
-        model.set_blend(chosen)
-        return chosen, report
+        gain = 0.0 if best == 0.0 else best_gain
+        log(
+            f"blend at {snr:+.0f} dB: alpha {best} (smallest mean gain over the splits "
+            f"{100 * gain:+.1f} points)"
+        )
+        report[str(snr)] = [{str(a): m for a, m in r.items()} for r in rows]
+    return chosen, report
 
 
 def emb_clean_of(emb: dict[str, np.ndarray], classes: list[int]) -> np.ndarray:
@@ -359,13 +427,13 @@ def train_one(
 
 @dataclass(frozen=True)
 class Job:
-    """One code to train: the main code of (k, seed), its development code (``dev``), or
-    the per-SNR model without AF (``no_af_snr``)."""
+    """One code to train: the main code of (k, seed), one of its development codes (``dev``,
+    the split index), or the per-SNR model without AF (``no_af_snr``)."""
 
     k: int
     seed: int
     no_af_snr: float | None = None
-    dev: bool = False
+    dev: int | None = None
 
     def path(self, bundle_dir: Path) -> Path:
         return checkpoint_path(bundle_dir, self.k, self.seed, self.no_af_snr, self.dev)
@@ -391,7 +459,8 @@ def _run_job(
 ) -> Path:
     """Train ``job`` and save its checkpoint (a development code with its chosen blend)."""
     emb, validation = _WORKER["emb"], _WORKER["validation"]
-    name = f"[k={job.k} seed={job.seed}{' dev' if job.dev else ''}" + (
+    dev = "" if job.dev is None else f" dev {job.dev}"
+    name = f"[k={job.k} seed={job.seed}{dev}" + (
         f" no-AF {job.no_af_snr:+.0f} dB]" if job.no_af_snr is not None else "]"
     )
 
@@ -399,18 +468,12 @@ def _run_job(
         print(name, *parts, flush=True)
 
     kw = dict(hyper)
-    if job.dev:
-        dev_train, held_out = dev_split()
+    if job.dev is not None:
+        dev_train, held_out = dev_split(job.dev)
         z_dev, _ = split_training_set(emb, dev_train)
         linear = jscc.LinearCode.fit(emb_clean_of(emb, dev_train), job.k)
         model, linear, meta = train_one(z_dev, None, linear, job.seed, **kw, log=log)
-        alphas, report = BlendSelection(validation, held_out).choose(model, log=log)
-        meta.update(
-            dev_classes=dev_train,
-            held_out_classes=held_out,
-            blend=alphas,
-            blend_selection=report,
-        )
+        meta.update(dev_classes=dev_train, held_out_classes=held_out)
     else:
         if job.no_af_snr is not None:
             kw["steps"] = no_af_steps
@@ -580,7 +643,6 @@ def main(argv: list[str] | None = None) -> None:
     z_train, z_val = split_training_set(emb)
     print(f"training set {len(z_train)} embeddings, validation {len(z_val)}")
     del emb, z_train, z_val
-    dev_train, dev_held_out = dev_split()
     hyper = dict(
         steps=args.steps,
         batch=args.batch,
@@ -595,7 +657,11 @@ def main(argv: list[str] | None = None) -> None:
     blended += [Job(args.default_k, s) for s in args.extra_seeds]
     jobs = list(blended)
     if not args.no_blend:
-        jobs += [Job(k, args.seed, dev=True) for k in sorted({j.k for j in blended})]
+        jobs += [
+            Job(k, args.seed, dev=i)
+            for k in sorted({j.k for j in blended})
+            for i in range(DEV_SPLITS)
+        ]
     jobs += [Job(args.default_k, args.seed, snr) for snr in args.no_af_snrs]
     todo = []
     for job in jobs:
@@ -624,15 +690,39 @@ def main(argv: list[str] | None = None) -> None:
             for path in pool.map(run, todo):
                 print(f"wrote {path}", flush=True)
 
-    # The blend schedules: from each k's development code onto its trained codes.
+    # The blend schedules: chosen on each k's development codes (cheap, so always chosen
+    # again), then set on the trained codes of that k.
+    schedules: dict[int, list[float]] = {}
+    if not args.no_blend:
+        emb = train_embeddings(args.bundle, args.data, args.views, seed=0, log=print)
+        text = base_text_features(args.bundle)
+        selections = [
+            BlendSelection(emb, text, dev_split(i)[1]) for i in range(DEV_SPLITS)
+        ]
+        del emb
+        for k in sorted({j.k for j in blended}):
+            paths = [Job(k, args.seed, dev=i).path(args.bundle) for i in range(DEV_SPLITS)]
+            tables = []
+            for selection, path in zip(selections, paths):
+                tables.append(selection.table(jscc.load_checkpoint(path)[0]))
+            print(f"blend selection, k={k} ({', '.join(p.name for p in paths)}):")
+            alphas, report = choose_blend(tables)
+            schedules[k] = alphas
+            for path, table_report in zip(paths, zip(*report.values())):
+                model, linear, meta = jscc.load_checkpoint(path)
+                model.set_blend(alphas)
+                meta.update(
+                    blend=alphas, blend_selection=dict(zip(report, table_report))
+                )
+                jscc.save_checkpoint(path, model, linear, meta)
     for job in blended:
         path = job.path(args.bundle)
         model, linear, meta = jscc.load_checkpoint(path)
         if args.no_blend:
             alphas, source = [1.0] * len(jscc.BLEND_GRID_DB), None
         else:
-            dev_path = Job(job.k, args.seed, dev=True).path(args.bundle)
-            alphas, source = jscc.load_checkpoint(dev_path)[2]["blend"], dev_path.name
+            alphas = schedules[job.k]
+            source = f"{DEV_SPLITS} development codes of k={job.k}"
         model.set_blend(alphas)
         meta.update(blend=alphas, blend_from=source)
         jscc.save_checkpoint(path, model, linear, meta)
@@ -672,9 +762,11 @@ def main(argv: list[str] | None = None) -> None:
                 **{k: v for k, v in hyper.items()},
                 "blend_grid_db": list(jscc.BLEND_GRID_DB),
                 "blend": blends,
-                "blend_selection": "development code per k on base classes "
-                f"{dev_train} of train/, held out {dev_held_out}; validation images of "
-                "all base classes",
+                "blend_selection": f"{DEV_SPLITS} development codes per k, each "
+                "trained on three base classes of train/ and measured on the images of "
+                "the other two: " + "; ".join(
+                    f"held out {dev_split(i)[1]}" for i in range(DEV_SPLITS)
+                ),
             },
         )
         print(json.dumps(entries, indent=2))
