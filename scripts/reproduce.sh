@@ -25,7 +25,7 @@ skip_tower=0
 for arg in "$@"; do
     case "$arg" in
         --skip-tower) skip_tower=1 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
         *) echo "reproduce: unknown argument '$arg' (accepted: --skip-tower)" >&2; exit 2 ;;
     esac
 done
