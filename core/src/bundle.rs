@@ -130,6 +130,21 @@ pub struct TaplSpec {
     pub placeholder: String,
     /// Token position of the first context vector (after the start token).
     pub context_start: usize,
+    /// SNR-aware correction of z_hat before it is scored against the learned prompt;
+    /// absent: none.
+    #[serde(default)]
+    pub prior: Option<PriorSpec>,
+}
+
+/// `tapl.prior` section: see [`crate::prior`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PriorSpec {
+    /// Little-endian f32 [D]: the unit prior direction u.
+    pub direction: String,
+    /// SNRs (dB, increasing) at which the strengths are given.
+    pub grid_db: Vec<f32>,
+    /// Strength beta in [0, 1] at each grid SNR, by k (a decimal string).
+    pub beta: BTreeMap<String, Vec<f32>>,
 }
 
 /// `split` section: the documented base/new class split.
@@ -226,6 +241,9 @@ impl Bundle {
         if let Some(t) = &m.tapl {
             out.push(("tapl.meta_net".to_string(), t.meta_net.as_str()));
             out.push(("tapl.context".to_string(), t.context.as_str()));
+            if let Some(p) = &t.prior {
+                out.push(("tapl.prior.direction".to_string(), p.direction.as_str()));
+            }
         }
         out
     }
@@ -271,7 +289,12 @@ impl Bundle {
             .tapl
             .as_ref()
             .map(|t| ("tapl.context", t.context.as_str(), t.n_ctx, m.text.width));
-        for (field, name, rows, cols) in rows_cols.into_iter().chain(tapl) {
+        let prior = m
+            .tapl
+            .as_ref()
+            .and_then(|t| t.prior.as_ref())
+            .map(|p| ("tapl.prior.direction", p.direction.as_str(), 1, m.embed_dim));
+        for (field, name, rows, cols) in rows_cols.into_iter().chain(tapl).chain(prior) {
             let path = self.path(name);
             let len = std::fs::metadata(&path)
                 .map_err(|source| Error::Io {
@@ -406,6 +429,35 @@ impl Manifest {
                     tapl.context_start, tapl.n_ctx, t.max_len
                 ));
             }
+            if let Some(prior) = &tapl.prior {
+                let grid = &prior.grid_db;
+                if grid.is_empty()
+                    || grid.iter().any(|g| !g.is_finite())
+                    || grid.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(format!(
+                        "tapl.prior.grid_db: must be finite, increasing SNRs, got {grid:?}"
+                    ));
+                }
+                for (key, table) in &prior.beta {
+                    let k = crate::prior::parse_k(key)?;
+                    if !ks.contains(&k) {
+                        return Err(format!(
+                            "tapl.prior.beta: k = {k} is not among the jscc entries {ks:?}"
+                        ));
+                    }
+                    if table.len() != grid.len() {
+                        return Err(format!(
+                            "tapl.prior.beta.{key}: {} values, tapl.prior.grid_db has {}",
+                            table.len(),
+                            grid.len()
+                        ));
+                    }
+                    if let Some(b) = table.iter().find(|b| !(0.0..=1.0).contains(*b)) {
+                        return Err(format!("tapl.prior.beta.{key}: {b} is outside [0, 1]"));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -475,7 +527,11 @@ mod tests {
     /// A bundle directory with placeholder parts (the loader does not parse ONNX files).
     fn fake_bundle() -> (tempfile::TempDir, serde_json::Value) {
         let dir = tempfile::tempdir().unwrap();
-        let parts: [(&str, Vec<u8>); 8] = [
+        let unit: Vec<u8> = [1.0f32, 0.0, 0.0, 0.0, 0.0, 0.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let parts: [(&str, Vec<u8>); 9] = [
             ("image_encoder.onnx", b"image".to_vec()),
             ("text_encoder.onnx", b"text".to_vec()),
             ("tokenizer.json", b"{}".to_vec()),
@@ -484,6 +540,7 @@ mod tests {
             ("jscc_k8_decoder.onnx", b"dec".to_vec()),
             ("tapl_meta_net.onnx", b"meta".to_vec()),
             ("tapl_context.f32", vec![1u8; 2 * 4 * 4]),
+            ("tapl_prior.f32", unit),
         ];
         let mut files = serde_json::Map::new();
         for (name, bytes) in &parts {
@@ -507,7 +564,9 @@ mod tests {
                 "decoder": "jscc_k8_decoder.onnx", "snr_train_range_db": [-15.0, 20.0]}],
             "default_k": 8,
             "tapl": {"meta_net": "tapl_meta_net.onnx", "context": "tapl_context.f32",
-                "n_ctx": 2, "placeholder": "X", "context_start": 1},
+                "n_ctx": 2, "placeholder": "X", "context_start": 1,
+                "prior": {"direction": "tapl_prior.f32", "grid_db": [-10.0, 10.0],
+                    "beta": {"8": [1.0, 0.0]}}},
             "split": {"seed": 0, "base_classes": ["a"], "new_classes": ["b"]},
             "provenance": {},
             "files": files,
@@ -614,6 +673,28 @@ mod tests {
                 "default_template",
             ),
             ("/tapl/context_start", json!(15), "tapl"),
+            ("/tapl/prior/beta/8", json!([0.0, 1.5]), "outside [0, 1]"),
+            (
+                "/tapl/prior/beta/8",
+                json!([0.0]),
+                "tapl.prior.beta.8: 1 values",
+            ),
+            ("/tapl/prior/beta", json!({"16": [0.0, 1.0]}), "k = 16"),
+            (
+                "/tapl/prior/beta",
+                json!({"eight": [0.0, 1.0]}),
+                "\"eight\"",
+            ),
+            (
+                "/tapl/prior/grid_db",
+                json!([0.0, 0.0]),
+                "tapl.prior.grid_db",
+            ),
+            (
+                "/tapl/prior/direction",
+                json!("tapl_context.f32"),
+                "tapl.prior.direction",
+            ),
             (
                 "/jscc/0/encoder",
                 json!("../outside.onnx"),

@@ -22,6 +22,7 @@ pub mod models;
 pub mod pipeline;
 pub mod power;
 pub mod preprocess;
+pub mod prior;
 pub mod runtime;
 pub mod text;
 

@@ -181,6 +181,15 @@ pub struct Decoded {
     pub timings: DecodeTimings,
 }
 
+/// The channel a z_hat came through: what the learned prompt's prior correction depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedAt {
+    /// Complex channel uses of the frame.
+    pub k: u32,
+    /// SNR in dB the decoder was told ([`Decoded::effective_snr_db`]).
+    pub snr_db: f32,
+}
+
 /// Which prompt produced the class features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -209,6 +218,9 @@ pub struct Classification {
     pub probabilities: Vec<f32>,
     /// The prompt used.
     pub prompt: PromptKind,
+    /// Strength of the prior correction applied before scoring (0: none; only the learned
+    /// prompt is corrected).
+    pub prior_strength: f32,
     /// Stage times.
     pub timings: ClassifyTimings,
 }
@@ -270,13 +282,16 @@ impl Receiver {
 
     /// Classifies z_hat among `labels`. With `templates` empty the learned prompt is used
     /// when the bundle has one, else the bundle's default template. `top_k = 0` returns
-    /// every label.
+    /// every label. `at` is the channel z_hat came through: with the learned prompt, the
+    /// bundle's prior correction for that k and SNR is applied before scoring (none when
+    /// `at` is `None`).
     pub fn classify(
         &self,
         z_hat: &[f32],
         labels: &[String],
         templates: &[String],
         top_k_count: usize,
+        at: Option<ReceivedAt>,
     ) -> Result<Classification> {
         let t0 = Instant::now();
         let learned;
@@ -290,12 +305,23 @@ impl Receiver {
                 (cached.as_slice(), PromptKind::Template)
             };
         let t1 = Instant::now();
-        let probs = probabilities(z_hat, features, self.logit_scale)?;
+        let mut prior_strength = 0.0;
+        let corrected;
+        let scored = match (prompt, self.text.prior(), at) {
+            (PromptKind::Learned, Some(prior), Some(at)) => {
+                prior_strength = prior.strength(at.k, at.snr_db);
+                corrected = prior.apply(z_hat, prior_strength)?;
+                corrected.as_slice()
+            }
+            _ => z_hat,
+        };
+        let probs = probabilities(scored, features, self.logit_scale)?;
         let top = top_k(labels, &probs, top_k_count);
         Ok(Classification {
             top,
             probabilities: probs,
             prompt,
+            prior_strength,
             timings: ClassifyTimings {
                 text_features: t1 - t0,
                 classify: t1.elapsed(),

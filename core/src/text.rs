@@ -23,6 +23,7 @@ use tokenizers::Tokenizer;
 use crate::bundle::{read_f32_file, Bundle, Pooling};
 use crate::error::{Error, Result};
 use crate::models::{batch_len, check_finite, split_rows};
+use crate::prior::PriorCorrection;
 use crate::runtime::{resolve_provider, Device, Input, OnnxSession, RuntimeOptions};
 
 /// Most sequences passed to the text encoder in one run.
@@ -106,6 +107,8 @@ pub struct TextSide {
     default_template: String,
     /// The learned prompt, when the bundle has one.
     tapl: Option<Tapl>,
+    /// The learned prompt's prior correction (`tapl.prior`), when the bundle has one.
+    prior: Option<PriorCorrection>,
     /// Request limits.
     limits: TextLimits,
     /// Template features by (labels, templates); bounded, least recently used evicted.
@@ -190,6 +193,7 @@ impl TextSide {
             embed_dim: m.embed_dim,
             default_template: t.default_template.clone(),
             tapl,
+            prior: PriorCorrection::load(bundle)?,
             limits,
             cache: Mutex::new(LruCache::new(cache_entries)),
         };
@@ -217,6 +221,7 @@ impl TextSide {
             bundle = %m.id,
             %provider,
             tapl = side.tapl.is_some(),
+            prior_correction = side.prior.is_some(),
             "text models loaded"
         );
         Ok(side)
@@ -225,6 +230,11 @@ impl TextSide {
     /// Whether the bundle has a learned (TAPL) prompt.
     pub fn has_tapl(&self) -> bool {
         self.tapl.is_some()
+    }
+
+    /// The learned prompt's prior correction, when the bundle has one.
+    pub fn prior(&self) -> Option<&PriorCorrection> {
+        self.prior.as_ref()
     }
 
     /// The template used when a caller gives none and there is no TAPL.

@@ -324,7 +324,9 @@ fn clip_pipeline_end_to_end() {
     let text = &c.reference["text"][0];
     let labels = strings(&text["labels"]);
     let template = text["template"].as_str().unwrap().to_string();
-    let got = rx.classify(&dec.z_hat, &labels, &[template], 2).unwrap();
+    let got = rx
+        .classify(&dec.z_hat, &labels, &[template], 2, None)
+        .unwrap();
     assert_eq!(got.prompt, PromptKind::Template);
     let want = softmax_reference(&dec.z_hat, &matrix(&text["features"]), scale);
     assert_close("template probabilities", &got.probabilities, &want, TOL);
@@ -335,7 +337,7 @@ fn clip_pipeline_end_to_end() {
     let tapl = &c.reference["tapl"];
     let z_hat = floats(&tapl["z_hat"]);
     let labels = strings(&tapl["labels"]);
-    let got = rx.classify(&z_hat, &labels, &[], 1).unwrap();
+    let got = rx.classify(&z_hat, &labels, &[], 1, None).unwrap();
     assert_eq!(got.prompt, PromptKind::Learned);
     let want = softmax_reference(&z_hat, &matrix(&tapl["features"]), scale);
     assert_close(
@@ -353,7 +355,7 @@ fn clip_pipeline_end_to_end() {
     let state = channel.apply(&mut frame).unwrap();
     let dec = rx.decode(&frame, 8, state.snr_db, state.h).unwrap();
     let out = rx
-        .classify(&dec.z_hat, &strings(&text["labels"]), &[], 3)
+        .classify(&dec.z_hat, &strings(&text["labels"]), &[], 3, None)
         .unwrap();
     let total: f32 = out.probabilities.iter().sum();
     assert!((total - 1.0).abs() < 1e-5, "probabilities sum to {total}");

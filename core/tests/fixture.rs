@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use semclip_core::bundle::Bundle;
 use semclip_core::classify::probabilities;
 use semclip_core::error::Error;
+use semclip_core::pipeline::ReceivedAt;
 use semclip_core::power::{mean_energy, normalise_power};
 use semclip_core::preprocess::decode_and_preprocess;
 use semclip_core::{Device, ImageLimits, Models, Receiver, TextSide, Transmitter};
@@ -283,7 +284,24 @@ fn classification_probabilities() {
                 .unwrap()
                 .to_vec(),
         };
-        let p = probabilities(&z_hat, &feats, scale).unwrap();
+        let scored = match case.get("k") {
+            Some(k) => {
+                let want = case["prior_strength"].as_f64().unwrap() as f32;
+                let beta = f.text.prior().map_or(0.0, |p| {
+                    p.strength(
+                        k.as_u64().unwrap() as u32,
+                        case["snr_db"].as_f64().unwrap() as f32,
+                    )
+                });
+                assert!((beta - want).abs() < 1e-6, "strength {beta}, want {want}");
+                match f.text.prior() {
+                    Some(prior) => prior.apply(&z_hat, beta).unwrap(),
+                    None => z_hat,
+                }
+            }
+            None => z_hat,
+        };
+        let p = probabilities(&scored, &feats, scale).unwrap();
         assert_close("probabilities", &p, &floats(&case["probabilities"]), TOL);
     }
 }
@@ -318,7 +336,17 @@ fn pipeline_end_to_end() {
             Value::Null => Vec::new(),
             t => strings(t),
         };
-        let c = rx.classify(&dec.z_hat, &labels, &templates, 2).unwrap();
+        let at = case.get("k").map(|k| ReceivedAt {
+            k: k.as_u64().unwrap() as u32,
+            snr_db: case["snr_db"].as_f64().unwrap() as f32,
+        });
+        let c = rx.classify(&dec.z_hat, &labels, &templates, 2, at).unwrap();
+        if let Some(want) = case.get("prior_strength") {
+            let want = want.as_f64().unwrap() as f32;
+            assert!((c.prior_strength - want).abs() < 1e-6);
+        } else {
+            assert_eq!(c.prior_strength, 0.0);
+        }
         assert_close(
             "pipeline probabilities",
             &c.probabilities,

@@ -54,6 +54,7 @@ def referenced_files(manifest: dict[str, Any]) -> list[str]:
         names += [entry.get("encoder"), entry.get("decoder")]
     tapl = manifest.get("tapl") or {}
     names += [tapl.get("meta_net"), tapl.get("context")]
+    names += [(tapl.get("prior") or {}).get("direction")]
     return [n for n in names if n]
 
 
@@ -106,9 +107,12 @@ def set_tapl(bundle_dir: Path, tapl: dict[str, Any] | None) -> None:
     if tapl is None:
         manifest.pop("tapl", None)
     else:
-        for key in ("meta_net", "context"):
-            if not (Path(bundle_dir) / tapl[key]).is_file():
-                raise BundleError(f"TAPL file {tapl[key]} missing in {bundle_dir}")
+        names = [tapl["meta_net"], tapl["context"]]
+        if tapl.get("prior"):
+            names.append(tapl["prior"]["direction"])
+        for name in names:
+            if not (Path(bundle_dir) / name).is_file():
+                raise BundleError(f"TAPL file {name} missing in {bundle_dir}")
         manifest["tapl"] = tapl
     write_manifest(bundle_dir, manifest)
 

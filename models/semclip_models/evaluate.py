@@ -300,8 +300,9 @@ def _schemes(bundle_dir: Path, manifest: dict, z_fit: np.ndarray, grid: Grid, lo
 def _tapl_rows(
     bundle_dir, manifest, test, text_model, text: torch.Tensor, grid: Grid, log
 ) -> list[dict]:
-    """SemCLIP with TAPL (and, on the same images and noise, without), default k."""
-    from . import tapl
+    """SemCLIP with TAPL (and, on the same images and noise, without it and with each of
+    its two parts alone), default k."""
+    from . import prior, tapl
     from .train_tapl import bundle_jscc
 
     info = manifest.get("tapl")
@@ -318,6 +319,9 @@ def _tapl_rows(
         model.context.copy_(torch.from_numpy(context))
     meta_net = ort_session(Path(bundle_dir) / info["meta_net"])
     link = bundle_jscc(bundle_dir)
+    correction = prior.from_manifest(bundle_dir, manifest, link.k)
+    if correction is None:
+        log("note: the bundle's TAPL has no prior correction for this k")
     base, new = data.base_new_split()
     rows = []
     tasks = {
@@ -338,19 +342,34 @@ def _tapl_rows(
                     meta_net.run(None, {"z_hat": z_hat.numpy().astype(np.float32)})[0]
                 )
                 with torch.no_grad():
-                    tapl_logits = torch.cat(
+                    learned = torch.cat(
                         [
-                            model.logits(z_hat[i : i + 100], prompts, bias[i : i + 100])
+                            model.class_features(
+                                z_hat[i : i + 100], prompts, bias[i : i + 100]
+                            )
                             for i in range(0, len(z_hat), 100)
                         ]
                     )
+                # The meta-net sees z_hat as decoded; the prior correction changes only
+                # the vector that is scored against the class features.
+                z_plain = F.normalize(z_hat, dim=-1)
+                z_corr = z_plain if correction is None else correction(z_plain, snr)
                 # Without TAPL: the fixed template features (an untrained TAPL equals
                 # them exactly), on the same images and noise.
-                plain_logits = z_hat @ text[classes].T
-                for name, logits in (
-                    ("semclip", tapl_logits),
-                    ("semclip_no_tapl_sub", plain_logits),
-                ):
+                template = text[classes]
+                scored = [
+                    ("semclip", torch.einsum("nd,ncd->nc", z_corr, learned)),
+                    ("semclip_no_tapl_sub", z_hat @ template.T),
+                ]
+                if correction is not None:
+                    scored += [
+                        (
+                            "semclip_tapl_no_prior",
+                            torch.einsum("nd,ncd->nc", z_plain, learned),
+                        ),
+                        ("semclip_prior_only", z_corr @ template.T),
+                    ]
+                for name, logits in scored:
                     pred = np.asarray(classes)[logits.argmax(1).numpy()]
                     rows.append(
                         dict(
@@ -542,6 +561,10 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         "split": {"seed": data.SPLIT_SEED, "base_classes": base, "new_classes": new},
         "default_k": int(manifest.get("default_k", 8)),
         "ks": [int(e["k"]) for e in manifest["jscc"]],
+        "tapl_prior": ((manifest.get("tapl") or {}).get("prior") or {}).get("beta"),
+        "tapl_prior_grid_db": ((manifest.get("tapl") or {}).get("prior") or {}).get(
+            "grid_db"
+        ),
         "jscc_blend": (manifest.get("provenance", {}).get("jscc") or {}).get("blend"),
         "jscc_blend_grid_db": (manifest.get("provenance", {}).get("jscc") or {}).get(
             "blend_grid_db"

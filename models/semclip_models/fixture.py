@@ -39,6 +39,7 @@ from torch import nn
 from . import bundle as B
 from . import data as D
 from . import export as E
+from .jscc import BLEND_GRID_DB
 
 KS = (4, 8)
 N_CTX = 4
@@ -195,6 +196,19 @@ class _Runtime:
             feats.append(self._encode(embeds))
         return np.stack(feats)
 
+    def prior_corrected(self, z_hat: np.ndarray, k: int, snr_db: float):
+        """(beta, z_hat with the learned prompt's prior correction), from the manifest's
+        ``tapl.prior`` alone (docs/bundle.md), in f64."""
+        spec = (self.m.get("tapl") or {}).get("prior")
+        if not spec or str(k) not in spec["beta"]:
+            return 0.0, z_hat
+        grid = np.asarray(spec["grid_db"], dtype=np.float64)
+        beta = float(np.interp(snr_db, grid, np.asarray(spec["beta"][str(k)], np.float64)))
+        u = B.read_f32(self.dir / spec["direction"], (len(z_hat),)).astype(np.float64)
+        z = z_hat.astype(np.float64)
+        out = z - beta * (z @ u) * u
+        return beta, (out / np.linalg.norm(out)).astype(np.float32)
+
     def probabilities(self, z_hat: np.ndarray, feats: np.ndarray) -> np.ndarray:
         logits = self.m["logit_scale"] * (feats.astype(np.float64) @ z_hat.astype(np.float64))
         e = np.exp(logits - logits.max())
@@ -248,7 +262,14 @@ def build(out: Path, seed: int) -> None:
         "n_ctx": N_CTX,
         "placeholder": "X",
         "context_start": 1,
+        "prior": {
+            "direction": "tapl_prior.f32",
+            "grid_db": list(BLEND_GRID_DB),
+            # A partial strength (0.5) at the reference frame's k = 8 and 5 dB.
+            "beta": {str(k): [1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0] for k in KS},
+        },
     }
+    B.write_f32(bdir / "tapl_prior.f32", _unit(np.random.default_rng(4), 1, dim))
     manifest["provenance"] = {
         "data": "none: every learned part is at random initialisation (seed "
         f"{seed}) except the text tower",
@@ -362,6 +383,21 @@ def write_reference(
             "probabilities": _floats(rt.probabilities(z_hat, feats)),
         }
     )
+    # The learned prompt at the channel z_hat came through: the prior correction (if the
+    # bundle has one) changes the vector scored, not the meta-net's input.
+    case = jscc_ref[0]
+    beta, z_corr = rt.prior_corrected(z_hat, case["k"], case["snr_db"])
+    classify.append(
+        {
+            "z_hat": _floats(z_hat),
+            "labels": cls_labels,
+            "templates": None,
+            "k": case["k"],
+            "snr_db": case["snr_db"],
+            "prior_strength": beta,
+            "probabilities": _floats(rt.probabilities(z_corr, feats)),
+        }
+    )
 
     reference = {
         "bundle": bundle_field,
@@ -373,7 +409,8 @@ def write_reference(
             "jscc": "symbols_normalised = raw * sqrt(k / sum(raw^2)) in f64; received = "
             "symbols_normalised + N(0, s2/2) per real, s2 = 10^(-snr_db/10)",
             "classify": "softmax over labels of logit_scale * cos(z_hat, t_c), computed in "
-            "f64; templates null = TAPL prompt",
+            "f64; templates null = TAPL prompt; with k and snr_db, z_hat is first corrected "
+            "by tapl.prior (strength prior_strength; 0 when the bundle has none)",
         },
         "images": images,
         "text": texts,

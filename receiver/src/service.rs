@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use semclip_common::grpc::{over_limit, ConcurrencyLimit};
 use semclip_common::metrics::Metrics;
-use semclip_core::pipeline::{self, PromptKind};
+use semclip_core::pipeline::{self, PromptKind, ReceivedAt};
 use semclip_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
@@ -295,6 +295,10 @@ impl ReceiverState {
                     &self.default_labels,
                     &[],
                     self.default_top_k,
+                    Some(ReceivedAt {
+                        k: frame.k,
+                        snr_db: decoded.effective_snr_db,
+                    }),
                 )
                 .map_err(to_status)?;
             self.metrics
@@ -308,6 +312,7 @@ impl ReceiverState {
             message_id: frame.message_id,
             k: frame.k,
             snr_db,
+            effective_snr_db: decoded.effective_snr_db,
             z_hat: decoded.z_hat,
             received_unix_ms: unix_ms(),
             top_labels,
@@ -367,6 +372,10 @@ impl ReceiverState {
                 &req.labels,
                 &req.templates,
                 req.top_k as usize,
+                Some(ReceivedAt {
+                    k: message.k,
+                    snr_db: message.effective_snr_db,
+                }),
             )
             .map_err(to_status)?;
         self.metrics

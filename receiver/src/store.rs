@@ -156,6 +156,9 @@ pub struct StoredMessage {
     pub k: u32,
     /// SNR in dB the channel applied to it.
     pub snr_db: f32,
+    /// SNR in dB the decoder was told (`snr_db` plus the fading gain in dB; equal to
+    /// `snr_db` on AWGN): what classification's prior correction depends on.
+    pub effective_snr_db: f32,
     /// The received, decoded embedding z_hat ([D], L2-normalised).
     pub z_hat: Vec<f32>,
     /// Arrival time in milliseconds since the Unix epoch (reported to callers).
@@ -261,6 +264,7 @@ mod tests {
             message_id: id.into(),
             k: 8,
             snr_db: 5.0,
+            effective_snr_db: 5.0,
             z_hat: vec![1.0, 0.0],
             received_unix_ms: 0,
             top_labels: vec![],

@@ -404,6 +404,7 @@ async fn a_message_received_by_one_replica_is_classified_by_the_other() {
             message_id: "foreign".into(),
             k,
             snr_db: 10.0,
+            effective_snr_db: 10.0,
             z_hat: vec![0.0; 4],
             received_unix_ms: 1,
             top_labels: vec![],

@@ -78,6 +78,9 @@ struct RecordHeader {
     message_id: String,
     k: u32,
     snr_db: f32,
+    /// Absent in records written before it was kept: then `snr_db`.
+    #[serde(default)]
+    effective_snr_db: Option<f32>,
     received_unix_ms: i64,
     top_labels: Vec<(String, f32)>,
     bundle_id: String,
@@ -93,6 +96,7 @@ pub(crate) fn encode(m: &StoredMessage) -> Vec<u8> {
         message_id: m.message_id.clone(),
         k: m.k,
         snr_db: m.snr_db,
+        effective_snr_db: Some(m.effective_snr_db),
         received_unix_ms: m.received_unix_ms,
         top_labels: m.top_labels.clone(),
         bundle_id: m.bundle_id.clone(),
@@ -146,6 +150,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredMessage, String> {
         message_id: header.message_id,
         k: header.k,
         snr_db: header.snr_db,
+        effective_snr_db: header.effective_snr_db.unwrap_or(header.snr_db),
         z_hat,
         received_unix_ms: header.received_unix_ms,
         top_labels: header.top_labels,
@@ -332,6 +337,7 @@ mod tests {
             message_id: "m:1".into(),
             k: 16,
             snr_db: -3.5,
+            effective_snr_db: -1.25,
             z_hat: vec![0.6, -0.8, 0.0, 1.0e-7],
             received_unix_ms: 1_700_000_000_123,
             top_labels: vec![("cat".into(), 0.75), ("dog".into(), 0.25)],
@@ -347,6 +353,27 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), m);
         // z_hat costs 4 bytes per value.
         assert!(bytes.len() < 4 * m.z_hat.len() + 300, "{}", bytes.len());
+    }
+
+    #[test]
+    fn records_without_the_effective_snr_read_the_channel_snr() {
+        let m = message();
+        let header = serde_json::json!({
+            "message_id": m.message_id, "k": m.k, "snr_db": m.snr_db,
+            "received_unix_ms": m.received_unix_ms, "top_labels": m.top_labels,
+            "bundle_id": m.bundle_id, "bundle_version": m.bundle_version,
+            "dim": m.z_hat.len(),
+        });
+        let json = serde_json::to_vec(&header).unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&json);
+        m.z_hat
+            .iter()
+            .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+        let got = decode(&bytes).unwrap();
+        assert_eq!(got.effective_snr_db, m.snr_db);
+        assert_eq!(got.z_hat, m.z_hat);
     }
 
     #[test]
