@@ -132,13 +132,19 @@ pub fn classify_json(reply: &ClassifyReply) -> Value {
         "message_id": reply.message_id,
         "snr_db": reply.snr_db,
         "prompt": prompt_name(reply.prompt),
+        "prior_strength": reply.prior_strength,
         "labels": labels_json(&reply.labels),
     })
 }
 
 pub fn classify_text(reply: &ClassifyReply) -> String {
+    let correction = if reply.prior_strength > 0.0 {
+        format!(", prior correction {:.2}", reply.prior_strength)
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "message {} (received at {:.1} dB, {} prompt)\n",
+        "message {} (received at {:.1} dB, {} prompt{correction})\n",
         reply.message_id,
         reply.snr_db,
         prompt_name(reply.prompt)

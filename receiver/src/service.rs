@@ -393,6 +393,7 @@ impl ReceiverState {
                 PromptKind::Learned => pb::PromptKind::Learned,
                 PromptKind::Template => pb::PromptKind::Template,
             } as i32,
+            prior_strength: c.prior_strength,
         })
     }
 }

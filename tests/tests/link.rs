@@ -15,6 +15,26 @@ fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// The learned prompt's prior-correction strength for k at `snr_db`, straight from the
+/// manifest (docs/bundle.md: linear in dB between grid points, clamped outside).
+fn expected_prior_strength(manifest: &serde_json::Value, k: u32, snr_db: f64) -> f32 {
+    let prior = &manifest["tapl"]["prior"];
+    let Some(table) = prior["beta"][k.to_string()].as_array() else {
+        return 0.0;
+    };
+    let grid: Vec<f64> = prior["grid_db"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let beta: Vec<f64> = table.iter().map(|v| v.as_f64().unwrap()).collect();
+    let x = snr_db.clamp(grid[0], grid[grid.len() - 1]);
+    let i = grid.iter().position(|&g| g >= x).unwrap().max(1);
+    let w = (x - grid[i - 1]) / (grid[i] - grid[i - 1]);
+    (beta[i - 1] * (1.0 - w) + beta[i] * w) as f32
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_then_classify_list_and_watch() {
     let bundle = fixture_bundle();
@@ -64,6 +84,12 @@ async fn send_then_classify_list_and_watch() {
         PromptKind::Template
     };
     assert_eq!(answer.prompt, expected_prompt as i32);
+    let want = expected_prior_strength(&manifest(&bundle), default_k, 12.0);
+    assert!(
+        (answer.prior_strength - want).abs() < 1e-6,
+        "prior strength {} where the manifest gives {want}",
+        answer.prior_strength
+    );
     assert_eq!(answer.labels.len(), names.len());
     let sum: f32 = answer.labels.iter().map(|l| l.probability).sum();
     assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
@@ -88,6 +114,10 @@ async fn send_then_classify_list_and_watch() {
         .await
         .unwrap();
     assert_eq!(templated.prompt, PromptKind::Template as i32);
+    assert_eq!(
+        templated.prior_strength, 0.0,
+        "caller templates are never corrected"
+    );
     assert_eq!(templated.labels.len(), 2);
 
     // A second image; the list is newest first and holds both.
