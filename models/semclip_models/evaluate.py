@@ -159,6 +159,27 @@ def fit_embeddings(bundle_dir: Path, data_root: Path, log=print) -> np.ndarray:
     return z
 
 
+def all_class_fit_embeddings(
+    bundle_dir: Path, data_root: Path, log=print
+) -> np.ndarray:
+    """Clean embeddings of a seeded subsample of ``LINEAR_FIT_IMAGES`` train/ images of
+    all ten classes (validation part excluded). Only the subspace diagnostic uses them:
+    no code is fitted on images of the new classes."""
+    path = _cache_dir(bundle_dir) / f"fit_all_{LINEAR_FIT_IMAGES}.npy"
+    if path.is_file():
+        return np.load(path)
+    images, _ = data.load_cifar(Path(data_root), "train")
+    train_idx, _ = data.train_val_indices(len(images))
+    pick = np.sort(
+        np.random.default_rng(0).choice(train_idx, LINEAR_FIT_IMAGES, replace=False)
+    )
+    t0 = time.time()
+    z = _embed_uint8(ort_session(image_encoder_path(bundle_dir)), images[pick], None)
+    log(f"embedded {len(pick)} train images of all classes in {time.time() - t0:.0f} s")
+    np.save(path, z)
+    return z
+
+
 def test_embeddings(
     bundle_dir: Path, data_root: Path, log=print
 ) -> dict[str, np.ndarray]:
@@ -220,6 +241,69 @@ def retrieval_accuracy(z_hat_query: torch.Tensor, z_gallery: torch.Tensor) -> fl
     """Top-1: query i (a received augmented view) should find gallery item i."""
     sims = F.normalize(z_hat_query, dim=-1) @ F.normalize(z_gallery, dim=-1).T
     return float((sims.argmax(1) == torch.arange(len(z_gallery))).float().mean())
+
+
+#: Numbers of real dimensions (2k) of the channel-free subspace diagnostic.
+SUBSPACE_DIMS = (8, 16, 24, 32, 48, 64)
+
+
+def _text_share(components: np.ndarray, text: np.ndarray) -> float:
+    """Share of the spread of the class features ``text`` [C, D] (centred on their mean,
+    which no argmax among them sees) that lies in the span of ``components`` [D, n]."""
+    t = text - text.mean(axis=0)
+    return float(((t @ components) ** 2).sum() / max((t**2).sum(), 1e-12))
+
+
+def subspace_rows(
+    fits: dict[str, np.ndarray],
+    z_test: torch.Tensor,
+    labels: np.ndarray,
+    text: torch.Tensor,
+    class_sets: dict[str, list[int]],
+    z_query: torch.Tensor,
+    z_gallery: torch.Tensor,
+    dims=SUBSPACE_DIMS,
+) -> list[dict]:
+    """What the first ``n`` principal components of each fitting set keep, without a
+    channel: the linear code at infinite SNR sends exactly that projection.
+
+    For every fitting set (name -> embeddings [M, D]) and ``n`` in ``dims``: zero-shot
+    accuracy of the projected test embeddings on each class set of ``class_sets``,
+    retrieval of projected queries, the share of the image variance of the fitting set
+    inside the subspace, and for each class set the share of its class features' spread
+    inside it (``text_<name>``).
+    """
+    rows = []
+    t_np = text.numpy().astype(np.float64)
+    for fit_name, z_fit in fits.items():
+        z_fit = z_fit.astype(np.float64)
+        mean = z_fit.mean(axis=0)
+        centred = z_fit - mean
+        eigval, eigvec = np.linalg.eigh(centred.T @ centred / len(z_fit))
+        order = np.argsort(eigval)[::-1]
+        eigval, eigvec = eigval[order], eigvec[:, order]
+        mean_t = torch.from_numpy(mean.astype(np.float32))
+        for n in dims:
+            if n > len(mean):
+                continue
+            comps = eigvec[:, :n]
+            comps_t = torch.from_numpy(comps.astype(np.float32))
+
+            def project(z: torch.Tensor) -> torch.Tensor:
+                return F.normalize(mean_t + (z - mean_t) @ comps_t @ comps_t.T, dim=-1)
+
+            row = {
+                "fit": fit_name,
+                "dims": int(n),
+                "variance": float(eigval[:n].sum() / eigval.sum()),
+                "retrieval": retrieval_accuracy(project(z_query), z_gallery),
+            }
+            z_proj = project(z_test)
+            for name, classes in class_sets.items():
+                row[f"acc_{name}"] = zero_shot_accuracy(z_proj, labels, text, classes)
+                row[f"text_{name}"] = _text_share(comps, t_np[classes])
+            rows.append(row)
+    return rows
 
 
 # --------------------------------------------------------------------------------------
@@ -546,6 +630,16 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
             f"{scheme.name} k={scheme.k} seed={seed} done ({time.time() - t_start:.0f} s)"
         )
     rows += _tapl_rows(bundle_dir, manifest, test, text_model, text, grid, log)
+    base_idx = [data.CLASSES.index(c) for c in base]
+    subspace = subspace_rows(
+        {"base": z_fit, "all": all_class_fit_embeddings(bundle_dir, data_root, log)},
+        z_test,
+        labels,
+        text,
+        {"new": new_idx, "base": base_idx},
+        z_query,
+        z_gallery,
+    )
     bt_ir, deepjscc = [], []
     if grid.extra_seeds:
         subset = ImageSubset.load(data_root)
@@ -577,6 +671,7 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         "rows": rows,
         "bt_ir": bt_ir,
         "deepjscc_image": deepjscc,
+        "subspace": subspace,
         "seconds": round(time.time() - t_start, 1),
         "host": platform.platform(),
     }

@@ -497,6 +497,45 @@ def savings_table(summary, result) -> str:
     return "\n".join(lines)
 
 
+SUBSPACE_FITS = {
+    "base": "base classes (the codes' data)",
+    "all": "all ten classes (diagnostic only)",
+}
+SUBSPACE_QUANTITIES = {
+    "acc_new": "zero-shot, new classes, 5-way (%)",
+    "acc_base": "zero-shot, base classes, 5-way (%)",
+    "retrieval": "retrieval top-1 (%)",
+    "text_new": "new classes' text spread inside (%)",
+    "text_base": "base classes' text spread inside (%)",
+    "variance": "image variance inside (%)",
+}
+
+
+def subspace_table(result) -> str:
+    """The channel-free projection on the first 2k principal components, per k."""
+    rows = result.get("subspace") or []
+    dims = sorted({r["dims"] for r in rows})
+    if not dims:
+        return ""
+    head = "| PCA fitted on | measure | " + " | ".join(
+        f"k={n // 2} ({n} reals)" for n in dims
+    )
+    lines = [head + " |", "|---|---|" + "---|" * len(dims)]
+    for fit, fit_title in SUBSPACE_FITS.items():
+        by_dims = {r["dims"]: r for r in rows if r["fit"] == fit}
+        if not by_dims:
+            continue
+        for i, (key, title) in enumerate(SUBSPACE_QUANTITIES.items()):
+            cells = [
+                f"{100 * by_dims[n][key]:.1f}" if n in by_dims and key in by_dims[n] else ""
+                for n in dims
+            ]
+            lines.append(
+                f"| {fit_title if i == 0 else ''} | {title} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines)
+
+
 def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
     k = result["default_k"]
     g = result["grid"]
@@ -597,6 +636,25 @@ def markdown(summary, result, figures: list[str], crit: list[dict]) -> str:
         "",
         k_table(summary, result, "retrieval"),
     ]
+    subspace = subspace_table(result)
+    if subspace:
+        lines += [
+            "",
+            "## Where the classes lie in the code's subspace (no channel)",
+            "",
+            "Each test embedding projected on the first 2k principal components of the "
+            "embeddings the linear code is fitted on (clean base-class images of train/), "
+            "which is what the linear code delivers at infinite SNR, and the learned codes' "
+            "linear path starts from. 'Text spread inside' is the share of the class "
+            "features' spread (centred on their mean) that lies in that subspace: "
+            "classes whose features differ only outside it cannot be told apart from the "
+            "projection. The rows fitted on images of all ten classes are a diagnostic "
+            "only (no code sees images of the new classes): they show how much of the "
+            "limit is the base-class training data and how much the width of the "
+            "embedding.",
+            "",
+            subspace,
+        ]
     if result.get("bt_ir"):
         lines += [
             "",

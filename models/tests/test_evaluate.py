@@ -129,3 +129,39 @@ def test_jpeg_scan_bits_and_ideal_code():
     # 1 bit per channel use at 0 dB, 2 bits at 10*log10(3) dB.
     assert math.isclose(baselines.capacity_channel_uses(100, 0.0), 100.0)
     assert math.isclose(baselines.capacity_channel_uses(100, 10 * math.log10(3)), 50.0)
+
+
+def test_subspace_rows_find_classes_outside_the_top_components():
+    # Dimensions 0-3: large variance shared by every image (instance detail); dimension
+    # 4: small variance, the only one in which classes 0 and 1 differ.
+    g = torch.Generator().manual_seed(0)
+    d = 8
+    text = torch.zeros(10, d)
+    text[:, 7] = 1.0
+    text[0, 4], text[1, 4] = 1.0, -1.0
+    text = torch.nn.functional.normalize(text, dim=-1)
+    labels = np.repeat([0, 1], 200)
+    sign = torch.from_numpy(np.where(labels == 0, 1.0, -1.0)).float()
+    z = torch.zeros(400, d)
+    z[:, :4] = torch.randn(400, 4, generator=g)
+    z[:, 4] = 0.3 * sign
+    z[:, 7] = 3.0
+    rows = evaluate.subspace_rows(
+        {"fit": z.numpy()},
+        z,
+        labels,
+        text,
+        {"pair": [0, 1]},
+        z[:50],
+        z[:50],
+        dims=(4, 5),
+    )
+    by_dims = {r["dims"]: r for r in rows}
+    assert by_dims[4]["text_pair"] < 0.02
+    assert by_dims[5]["text_pair"] > 0.98
+    assert 0.3 < by_dims[4]["acc_pair"] < 0.7  # the projection drops the class signal
+    assert by_dims[5]["acc_pair"] == 1.0
+    assert by_dims[4]["variance"] < by_dims[5]["variance"] <= 1.0
+    assert by_dims[5]["retrieval"] >= by_dims[4]["retrieval"]
+    table = report.subspace_table({"subspace": [dict(r, fit="base") for r in rows]})
+    assert "k=2 (4 reals)" in table and "100.0" in table
