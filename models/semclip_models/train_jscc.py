@@ -627,7 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--skip-main",
         action="store_true",
-        help="train only --extra-seeds and --no-af-snrs (the main models exist)",
+        help="train only --extra-seeds and --no-af-snrs (the main models exist); the "
+        "extra seeds take the blend schedule of the bundle's default-k code",
     )
     args = p.parse_args(argv)
 
@@ -637,6 +638,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.default_k not in args.ks:
         p.error(f"--default-k {args.default_k} must be one of --ks {args.ks}")
+    # With --skip-main the extra seeds measure the spread over training seeds of the
+    # code the bundle serves, so they take its schedule rather than one chosen again
+    # from development codes retrained here (floating-point differences between CPUs
+    # can tip a choice that is close to the margin).
+    deployed = None
+    if args.skip_main and not args.no_blend:
+        provenance = bundle_io.read_manifest(args.bundle).get("provenance", {})
+        deployed = ((provenance.get("jscc") or {}).get("blend") or {}).get(
+            str(args.default_k)
+        )
+        if deployed is None:
+            p.error(
+                f"--skip-main: {args.bundle} records no blend schedule for "
+                f"k={args.default_k}; train and export the main codes first"
+            )
     # Embed once here (cached on disk) so that the workers only load the cache.
     emb = train_embeddings(args.bundle, args.data, args.views, seed=0)
     fit_embeddings(args.bundle, args.data)
@@ -656,7 +672,7 @@ def main(argv: list[str] | None = None) -> None:
     blended = [] if args.skip_main else [Job(k, args.seed) for k in args.ks]
     blended += [Job(args.default_k, s) for s in args.extra_seeds]
     jobs = list(blended)
-    if not args.no_blend:
+    if not args.no_blend and deployed is None:
         jobs += [
             Job(k, args.seed, dev=i)
             for k in sorted({j.k for j in blended})
@@ -693,7 +709,9 @@ def main(argv: list[str] | None = None) -> None:
     # The blend schedules: chosen on each k's development codes (cheap, so always chosen
     # again), then set on the trained codes of that k.
     schedules: dict[int, list[float]] = {}
-    if not args.no_blend:
+    if deployed is not None:
+        schedules[args.default_k] = [float(a) for a in deployed]
+    elif not args.no_blend:
         emb = train_embeddings(args.bundle, args.data, args.views, seed=0, log=print)
         text = base_text_features(args.bundle)
         selections = [
@@ -722,7 +740,11 @@ def main(argv: list[str] | None = None) -> None:
             alphas, source = [1.0] * len(jscc.BLEND_GRID_DB), None
         else:
             alphas = schedules[job.k]
-            source = f"{DEV_SPLITS} development codes of k={job.k}"
+            source = (
+                f"{DEV_SPLITS} development codes of k={job.k}"
+                if deployed is None
+                else f"the schedule of {args.bundle}'s k={job.k} code"
+            )
         model.set_blend(alphas)
         meta.update(blend=alphas, blend_from=source)
         jscc.save_checkpoint(path, model, linear, meta)
