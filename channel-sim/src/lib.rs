@@ -28,7 +28,7 @@ use semclip_proto::v1::channel_server::ChannelServer;
 use semclip_proto::v1::link_server::LinkServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use service::{ChannelSim, Service};
 
@@ -76,7 +76,7 @@ pub async fn serve(
     let sim = Service(Arc::new(ChannelSim::new(
         &config,
         model,
-        link,
+        link.clone(),
         metrics,
         streams.clone(),
     )));
@@ -114,6 +114,13 @@ pub async fn serve(
         .await?;
 
     background.cancel();
+    let limit = Duration::from_millis(config.ack_timeout_ms);
+    if !link.closed(limit).await {
+        warn!(
+            "the link to the receiver did not close within {} ms (ack_timeout_ms)",
+            limit.as_millis()
+        );
+    }
     info!("channel-sim stopped");
     Ok(())
 }

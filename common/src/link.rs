@@ -75,6 +75,8 @@ pub struct FrameLink {
     connected: watch::Receiver<bool>,
     /// Copied from the options for messages and timeouts.
     options: Arc<LinkOptions>,
+    /// Cancelled when the connection task has ended.
+    stopped: CancellationToken,
 }
 
 impl FrameLink {
@@ -85,19 +87,30 @@ impl FrameLink {
         let (queue, rx) = mpsc::channel(window);
         let (connected_tx, connected) = watch::channel(false);
         let options = Arc::new(options);
-        tokio::spawn(connection_task(
-            options.clone(),
-            rx,
-            connected_tx,
-            metrics,
-            shutdown,
-        ));
+        let stopped = CancellationToken::new();
+        let task = connection_task(options.clone(), rx, connected_tx, metrics, shutdown);
+        let done = stopped.clone();
+        tokio::spawn(async move {
+            task.await;
+            done.cancel();
+        });
         Self {
             queue,
             window: Arc::new(Semaphore::new(window)),
             connected,
             options,
+            stopped,
         }
+    }
+
+    /// Waits, at most `limit`, until the connection task has ended after shutdown: the
+    /// frames in flight acknowledged or failed and the stream to the peer closed. Returns
+    /// whether it ended. A daemon calls it before it returns, so that stopping the peer
+    /// next does not look like a lost link.
+    pub async fn closed(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.stopped.cancelled())
+            .await
+            .is_ok()
     }
 
     /// Whether the stream to the peer is up now.
@@ -331,4 +344,124 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use semclip_proto::v1::link_server::{Link, LinkServer};
+    use tokio_stream::{Stream, StreamExt};
+    use tonic::{Request, Response, Streaming};
+
+    use super::*;
+
+    /// A peer that acknowledges every frame and reports when a sender's stream has ended.
+    struct AckingPeer {
+        ended: mpsc::UnboundedSender<()>,
+    }
+
+    type AckStream = Pin<Box<dyn Stream<Item = Result<FrameAck, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Link for AckingPeer {
+        type TransmitStream = AckStream;
+
+        async fn transmit(
+            &self,
+            request: Request<Streaming<SymbolFrame>>,
+        ) -> Result<Response<AckStream>, Status> {
+            let mut frames = request.into_inner();
+            let ended = self.ended.clone();
+            let (tx, rx) = mpsc::channel(8);
+            tokio::spawn(async move {
+                while let Some(Ok(frame)) = frames.next().await {
+                    let ack = FrameAck {
+                        sequence: frame.sequence,
+                        message_id: frame.message_id,
+                        accepted: true,
+                        ..FrameAck::default()
+                    };
+                    if tx.send(Ok(ack)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = ended.send(());
+            });
+            Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        }
+    }
+
+    fn options(endpoint: String) -> LinkOptions {
+        LinkOptions {
+            endpoint,
+            peer: "receiver",
+            window: 4,
+            ack_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(100),
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_returns_after_the_stream_to_the_peer_has_ended() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (ended_tx, mut ended) = mpsc::unbounded_channel();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LinkServer::new(AckingPeer { ended: ended_tx }))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+
+        let shutdown = CancellationToken::new();
+        let link = FrameLink::spawn(
+            options(format!("http://{address}")),
+            Metrics::new("test"),
+            shutdown.clone(),
+        );
+        let frame = SymbolFrame {
+            message_id: "m1".into(),
+            ..SymbolFrame::default()
+        };
+        let ack = link.send(frame).await.expect("the peer acknowledges");
+        assert!(ack.accepted);
+        assert_eq!(ack.message_id, "m1");
+        assert!(
+            !link.closed(Duration::from_millis(100)).await,
+            "the connection task ended before shutdown"
+        );
+
+        shutdown.cancel();
+        assert!(
+            link.closed(Duration::from_secs(5)).await,
+            "the connection task did not end after shutdown"
+        );
+        // By then the sender has closed its side of the stream: the peer saw it end.
+        let seen = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await;
+        assert_eq!(seen, Ok(Some(())), "the peer never saw the stream end");
+        let refused = link
+            .send(SymbolFrame::default())
+            .await
+            .expect_err("a frame after shutdown is refused");
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn closed_returns_after_shutdown_while_the_peer_is_unreachable() {
+        // Bind and drop: nothing listens on the port, so every connection is refused.
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let link = FrameLink::spawn(
+            options(format!("http://{address}")),
+            Metrics::new("test"),
+            shutdown.clone(),
+        );
+        assert!(!link.closed(Duration::from_millis(100)).await);
+        shutdown.cancel();
+        assert!(link.closed(Duration::from_secs(5)).await);
+    }
 }
