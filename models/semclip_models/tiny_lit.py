@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import compute
 from . import data as D
 from .text_tower import TEMPLATES, MiniLMText, class_features
 
@@ -102,11 +103,16 @@ def load_checkpoint(path: Path) -> tuple[TinyTower, dict]:
 
 @torch.no_grad()
 def embed(tower: nn.Module, images: np.ndarray | torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """z [N,384] of uint8 NHWC images (or float [0,1] NCHW), fp32, eval mode."""
+    """z [N,384] of uint8 NHWC images (or float [0,1] NCHW), fp32, eval mode, on the CPU
+    (the batches go through the tower on its own device)."""
     was_training = tower.training
     tower.eval()
+    device = next(tower.parameters()).device
     x = D.to_float(images)
-    out = [tower(D.normalise(x[i : i + batch])) for i in range(0, len(x), batch)]
+    out = [
+        tower(D.normalise(x[i : i + batch]).to(device)).float().cpu()
+        for i in range(0, len(x), batch)
+    ]
     tower.train(was_training)
     return torch.cat(out)
 
@@ -149,13 +155,15 @@ def retrieval_accuracy(tower: nn.Module, images: np.ndarray, seed: int = 0) -> f
 def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE: row i of a matches row i of b, all other rows are negatives."""
     logits = scale * a @ b.T
-    target = torch.arange(len(a))
+    target = torch.arange(len(a), device=a.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = compute.pick_device(args.device)
+    precision = compute.pick_precision(args.precision, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -171,13 +179,16 @@ def train(args: argparse.Namespace) -> None:
 
     text = MiniLMText()
     t_c = class_features(text, D.CLASSES, TEMPLATES)
+    t_dev = t_c.to(device)
     del text
 
-    tower = build_tower({"width": args.width}).to(memory_format=torch.channels_last)
+    tower = build_tower({"width": args.width}).to(
+        device, memory_format=torch.channels_last
+    )
     n_params = sum(p.numel() for p in tower.parameters())
     # Both scales are fixed: learned log-scales diverge under the SGD learning rate.
-    log_scale = torch.tensor(math.log(args.logit_scale))
-    log_tau = torch.tensor(math.log(args.instance_scale))
+    log_scale = torch.tensor(math.log(args.logit_scale), device=device)
+    log_tau = torch.tensor(math.log(args.instance_scale), device=device)
     decay = [p for p in tower.parameters() if p.dim() > 1]
     no_decay = [p for p in tower.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD(
@@ -212,7 +223,7 @@ def train(args: argparse.Namespace) -> None:
         f"tiny-lit: {n_params / 1e6:.2f} M params, {len(x_tr)} train / {len(va_idx)} val, "
         f"{f'{args.minutes} min' if args.minutes else f'{total} steps'} "
         f"(epochs of {steps_per_epoch} steps), batch {args.batch}, "
-        f"{args.threads} threads",
+        f"{args.threads} threads, {device.type}, {precision}",
         flush=True,
     )
     train_seconds = 0.0
@@ -231,16 +242,17 @@ def train(args: argparse.Namespace) -> None:
                 done = True
                 break
             idx = perm[i * args.batch : (i + 1) * args.batch]
-            xb, yb = x_tr[idx], y_tr[idx]
+            xb, yb = x_tr[idx], y_tr[idx].to(device)
+            # Augmentation stays on the CPU with the seeded generator.
             v = torch.cat([D.augment(xb, gen), D.augment(xb, gen)])
-            v = D.normalise(v).contiguous(memory_format=torch.channels_last)
+            v = D.normalise(v).to(device).contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, elapsed)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with compute.autocast(device, precision):
                 z = tower(v)
             z1, z2 = z.float().chunk(2)
             scale = log_scale.exp().clamp(max=100.0)
-            logits = scale * torch.cat([z1, z2]) @ t_c.T
+            logits = scale * torch.cat([z1, z2]) @ t_dev.T
             loss_text = F.cross_entropy(
                 logits, torch.cat([yb, yb]), label_smoothing=args.label_smoothing
             )
@@ -281,13 +293,19 @@ def train(args: argparse.Namespace) -> None:
             f"(cpu {row['cpu_minutes']:.1f} min)",
             flush=True,
         )
-        _save(out / "tower.pt", tower, log_scale, args, history, train_seconds, n_params)
+        _save(
+            out / "tower.pt", tower, log_scale, args, history, train_seconds, n_params,
+            precision,
+        )
         if done or step >= total:
             break
 
     val_retrieval = retrieval_accuracy(tower, x_va[:1000], seed=args.seed)
     history[-1]["val_retrieval_top1"] = val_retrieval
-    _save(out / "tower.pt", tower, log_scale, args, history, train_seconds, n_params)
+    _save(
+        out / "tower.pt", tower, log_scale, args, history, train_seconds, n_params,
+        precision,
+    )
     print(
         f"done: {train_seconds / 60:.1f} min, val zero-shot {history[-1]['val_zero_shot']:.4f},"
         f" val retrieval top-1 {val_retrieval:.4f}, checkpoint {out / 'tower.pt'}",
@@ -295,8 +313,10 @@ def train(args: argparse.Namespace) -> None:
     )
 
 
-def _save(path, tower, log_scale, args, history, train_seconds, n_params) -> None:
-    state = {k: v.contiguous() for k, v in tower.state_dict().items()}
+def _save(
+    path, tower, log_scale, args, history, train_seconds, n_params, precision
+) -> None:
+    state = {k: v.contiguous().cpu() for k, v in tower.state_dict().items()}
     ckpt = {
         "config": tower.config,
         "state_dict": state,
@@ -308,6 +328,8 @@ def _save(path, tower, log_scale, args, history, train_seconds, n_params) -> Non
         "cpu_minutes": history[-1]["cpu_minutes"] if history else 0.0,
         "total_steps": history[-1]["steps"] if history else 0,
         "threads": args.threads,
+        "device": str(next(tower.parameters()).device),
+        "precision": precision,
         "params": n_params,
         "split_seed": args.seed,
         "val_fraction": 0.1,
@@ -371,7 +393,19 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--instance-scale", type=float, default=10.0, help="1 / InfoNCE tau")
     t.add_argument("--steps", type=int, default=0, help="total steps (overrides --epochs)")
     t.add_argument("--minutes", type=float, default=0.0, help="set the steps from speed")
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2, help="CPU threads")
+    t.add_argument(
+        "--device",
+        choices=compute.DEVICES,
+        default="auto",
+        help="CUDA when torch sees a GPU, else the CPU (default: auto)",
+    )
+    t.add_argument(
+        "--precision",
+        choices=compute.PRECISIONS,
+        default="auto",
+        help="bf16 autocast where the CPU or GPU computes bf16 natively, else fp32",
+    )
     t.add_argument("--limit", type=int, default=0, help="use only this many train images")
     t.add_argument("--limit-steps", type=int, default=0, help="stop each epoch early")
     r = sub.add_parser("report", help="the tower's figures on CIFAR-10 test/")
@@ -385,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
             train(args)
         else:
             report(args)
-    except (D.DataError, FileNotFoundError) as e:
+    except (D.DataError, FileNotFoundError, compute.ComputeError) as e:
         sys.exit(f"error: {e}")
 
 
