@@ -201,12 +201,29 @@ def criteria(summary, result) -> list[dict]:
                 if a and b and (best is None or a["mean"] - b["mean"] > best[0]):
                     best = (a["mean"] - b["mean"], k, s, task)
     if best:
+        detail = (
+            f"largest gain {best[0]:+.1f} points at k={best[1]}, "
+            f"{best[2]:+.0f} dB, {best[3]}"
+        )
+        widest = max((k for k in result["ks"] if k <= 8), default=None)
+        sub = [
+            r
+            for r in result.get("subspace") or []
+            if r["fit"] == "base" and r["dims"] == 2 * (widest or 0) and "text_new" in r
+        ]
+        if sub:
+            detail += (
+                f"; without a channel, the first {sub[0]['dims']} principal components "
+                "of the base-class embeddings hold "
+                f"{100 * sub[0]['text_new']:.1f} % of the new classes' text spread "
+                f"(new-class accuracy of the projection {100 * sub[0]['acc_new']:.1f} %; "
+                "see 'Where the classes lie in the code's subspace')"
+            )
         out.append(
             {
                 "criterion": "SemCLIP >= 15 points above linear somewhere at k <= 8",
                 "met": best[0] >= 15.0,
-                "detail": f"largest gain {best[0]:+.1f} points at k={best[1]}, "
-                f"{best[2]:+.0f} dB, {best[3]}",
+                "detail": detail,
             }
         )
 

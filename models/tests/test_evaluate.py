@@ -165,3 +165,21 @@ def test_subspace_rows_find_classes_outside_the_top_components():
     assert by_dims[5]["retrieval"] >= by_dims[4]["retrieval"]
     table = report.subspace_table({"subspace": [dict(r, fit="base") for r in rows]})
     assert "k=2 (4 reals)" in table and "100.0" in table
+
+
+def test_compression_criterion_cites_the_subspace_diagnostic():
+    rows = [_row("linear", 8, None, 20.0, 0, "acc_new", 0.25)]
+    rows += [_row("semclip_no_tapl", 8, 0, 20.0, 0, "acc_new", 0.30)]
+    result = _result(rows, snrs=(20.0,))
+    result["subspace"] = [
+        {"fit": "all", "dims": 16, "text_new": 0.5, "acc_new": 0.9},
+        {"fit": "base", "dims": 16, "text_new": 0.001, "acc_new": 0.247},
+        {"fit": "base", "dims": 32, "text_new": 0.56, "acc_new": 0.94},
+    ]
+    crit = report.criteria(report.summarise(rows), result)
+    (c,) = [c for c in crit if c["criterion"].startswith("SemCLIP >= 15")]
+    assert c["met"] is False
+    assert "+5.0 points at k=8" in c["detail"]
+    assert "first 16 principal components" in c["detail"]
+    assert "0.1 % of the new classes' text spread" in c["detail"]
+    assert "projection 24.7 %" in c["detail"]
