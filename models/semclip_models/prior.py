@@ -16,9 +16,12 @@ The receiver removes part of it before scoring with the learned prompt:
 ``beta`` is a table per k over ``jscc.BLEND_GRID_DB`` (linear in dB between the grid
 points, clamped at the ends): 0 leaves ``z_hat`` as it is, 1 removes the prior direction.
 It is chosen on the development splits of the JSCC blend, which hold two base classes out
-(:func:`semclip_models.train_jscc.dev_split`): for each split a linear code is fitted to
-the three other base classes, and every image of the held-out pair is sent through it
-and scored (2-way among the held-out classes; 5-way among all base classes, per class).
+(:func:`semclip_models.train_jscc.dev_split`): for each split the development code trained
+on the three other base classes, blended with its linear code by the schedule the bundle
+serves (so that the correction is chosen for the code it will correct; where the schedule
+is 0 that is exactly the linear code fitted to those classes), sends every image of the
+held-out pair, and the received embeddings are scored (2-way among the held-out classes;
+5-way among all base classes, per class).
 At each SNR, the gain of each value over beta = 0 is averaged over the splits, per task;
 a value is admissible when no task loses on that average and the mean over the tasks is
 at least ``MARGIN``; the admissible value with the largest mean gain wins, else 0. The
@@ -129,15 +132,51 @@ def from_manifest(bundle_dir: Path, manifest: dict, k: int) -> Correction | None
     return Correction(u, spec["beta"][str(k)])
 
 
-class DevSplit:
-    """One development split: a linear code fitted to three base classes, and the images
-    of the two held out (train/ and its validation part) with the labels to score them."""
+def dev_codes(bundle_dir: Path, manifest: dict, k: int) -> list[jscc.Jscc] | None:
+    """The development codes of k (one per split) with the blend schedule the bundle
+    serves, or None when that schedule is 0 everywhere (the blended code is then exactly
+    the linear code). They are the checkpoints ``train_jscc`` keeps under models/runs."""
+    provenance = (manifest.get("provenance") or {}).get("jscc") or {}
+    schedule = (provenance.get("blend") or {}).get(str(k))
+    if schedule is None:
+        raise bundle_io.BundleError(
+            f"{bundle_dir} records no blend schedule for k={k} (provenance.jscc.blend)"
+        )
+    if not any(float(a) for a in schedule):
+        return None
+    codes = []
+    for index in range(tj.DEV_SPLITS):
+        path = tj.Job(k, int(provenance.get("seed", 0)), dev=index).path(bundle_dir)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"development code {path} is missing: run semclip_models.train_jscc "
+                f"--ks {k} --skip-existing for this bundle first (it keeps them)"
+            )
+        model, _, _ = jscc.load_checkpoint(path)
+        model.set_blend([float(a) for a in schedule])
+        codes.append(model.eval())
+    return codes
 
-    def __init__(self, emb: dict[str, np.ndarray], text: torch.Tensor, index: int, k: int):
+
+class DevSplit:
+    """One development split: the code sent through (the development code trained on
+    three base classes, or their linear code), and the images of the two held out
+    (train/ and its validation part) with the labels to score them."""
+
+    def __init__(
+        self,
+        emb: dict[str, np.ndarray],
+        text: torch.Tensor,
+        index: int,
+        k: int,
+        code: jscc.Jscc | None = None,
+    ):
         trained, held = tj.dev_split(index)
         self.linear = jscc.LinearCode.fit(tj.emb_clean_of(emb, trained), k)
         self.u = torch.from_numpy(direction(self.linear.mean))
-        self.send = tj.linear_sender(self.linear)
+        # The split's development code (its linear path is this same fit) or, without
+        # one, the linear code alone.
+        self.send = tj.linear_sender(self.linear) if code is None else tj.model_sender(code)
         labels = emb["labels"]
         keep = np.isin(labels, held) | emb["is_val"]
         self.classes = np.unique(labels)
@@ -201,10 +240,18 @@ def choose_table(tables: list[dict], log=print, label: str = "") -> tuple[list[f
 
 
 def choose(
-    emb: dict[str, np.ndarray], text: torch.Tensor, k: int, log=print
+    emb: dict[str, np.ndarray],
+    text: torch.Tensor,
+    k: int,
+    codes: list[jscc.Jscc] | None = None,
+    log=print,
 ) -> tuple[list[float], dict]:
-    """The beta table of k from the development splits."""
-    tables = [DevSplit(emb, text, i, k).table() for i in range(tj.DEV_SPLITS)]
+    """The beta table of k from the development splits (``codes``: one per split; None:
+    the linear codes)."""
+    tables = [
+        DevSplit(emb, text, i, k, None if codes is None else codes[i]).table()
+        for i in range(tj.DEV_SPLITS)
+    ]
     return choose_table(tables, log=log, label=f"k={k}, ")
 
 
@@ -236,7 +283,11 @@ def main(argv: list[str] | None = None) -> None:
     tables = {}
     for entry in manifest.get("jscc") or []:
         k = int(entry["k"])
-        tables[str(k)], _ = choose(emb, text, k)
+        try:
+            codes = dev_codes(args.bundle, manifest, k)
+        except (bundle_io.BundleError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
+        tables[str(k)], _ = choose(emb, text, k, codes)
         print(f"k={k}: beta {tables[str(k)]} at {list(jscc.BLEND_GRID_DB)} dB", flush=True)
     if not tables:
         raise SystemExit(f"error: {args.bundle} has no JSCC entries; run train_jscc first")
@@ -256,8 +307,9 @@ def main(argv: list[str] | None = None) -> None:
             "prior_correction",
             {
                 "command": command,
-                "rule": "development splits (two base classes held out, linear codes "
-                "fitted to the other three), tasks acc_new and acc_all; gains over beta 0 "
+                "rule": "development splits (two base classes held out; the development "
+                "codes trained on the other three, blended by the bundle's schedule), "
+                "tasks acc_new and acc_all; gains over beta 0 "
                 "averaged over the splits: no task below 0, mean over the tasks at least "
                 f"{MARGIN}, the largest mean wins",
                 "choices": list(BETA_CHOICES),

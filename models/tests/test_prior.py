@@ -84,3 +84,54 @@ def test_from_manifest_reads_the_bundle(tmp_path):
     manifest["tapl"]["prior"]["grid_db"] = [0.0, 10.0]
     with pytest.raises(bundle_io.BundleError, match="grid_db"):
         prior.from_manifest(tmp_path, manifest, 8)
+
+
+def _embeddings(n: int = 600, dim: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Stage-1 embeddings of base-class images, as train_jscc caches them."""
+    from semclip_models import data
+
+    rng = np.random.default_rng(seed)
+    base, _ = data.base_new_split()
+    z = rng.standard_normal((n, dim)).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    return {
+        "z_clean": z,
+        "z_aug": z[:, None, :],
+        "labels": rng.choice([data.CLASSES.index(c) for c in base], n),
+        "is_val": rng.random(n) < 0.1,
+    }
+
+
+def test_development_split_scores_the_code_it_is_given():
+    from semclip_models import train_jscc as tj
+
+    emb = _embeddings()
+    text = torch.nn.functional.normalize(torch.randn(10, 32), dim=-1)
+    linear_only = prior.DevSplit(emb, text, 0, 4).table(snrs=[0.0])
+    trained, _ = tj.dev_split(0)
+    linear = jscc.LinearCode.fit(tj.emb_clean_of(emb, trained), 4)
+    torch.manual_seed(0)
+    code = jscc.Jscc(linear, width=16).eval()
+    # Give the residual something to say, so that the learned code differs from linear.
+    for layer in code.modules():
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.5)
+    code.set_blend([0.0] * len(jscc.BLEND_GRID_DB))
+    blended_off = prior.DevSplit(emb, text, 0, 4, code).table(snrs=[0.0])
+    assert blended_off == linear_only  # alpha = 0 is exactly the linear code
+    code.set_blend([1.0] * len(jscc.BLEND_GRID_DB))
+    learned = prior.DevSplit(emb, text, 0, 4, code).table(snrs=[0.0])
+    assert learned != linear_only
+
+
+def test_development_codes_follow_the_bundle(tmp_path, monkeypatch):
+    from semclip_models import train_jscc as tj
+
+    monkeypatch.setattr(tj, "checkpoint_path", lambda *a: tmp_path / "k4_dev_s0.pt")
+    manifest = {"provenance": {"jscc": {"seed": 0, "blend": {"4": [0.0] * 8}}}}
+    assert prior.dev_codes(tmp_path, manifest, 4) is None  # linear everywhere
+    with pytest.raises(bundle_io.BundleError, match="k=8"):
+        prior.dev_codes(tmp_path, manifest, 8)
+    manifest["provenance"]["jscc"]["blend"]["4"][5] = 0.25
+    with pytest.raises(FileNotFoundError, match="train_jscc"):
+        prior.dev_codes(tmp_path, manifest, 4)
