@@ -131,6 +131,12 @@ def add_provenance(bundle_dir: Path, key: str, value: Any) -> None:
     write_manifest(bundle_dir, manifest)
 
 
+def jscc_provenance(manifest: dict[str, Any]) -> dict[str, Any]:
+    """How the JSCC codes were trained (``provenance.jscc``: seed, blend schedules per k,
+    ...); empty when the manifest records none."""
+    return (manifest.get("provenance") or {}).get("jscc") or {}
+
+
 def write_f32(path: Path, array: np.ndarray) -> None:
     """Write an array as little-endian f32, row-major (token tables, context vectors)."""
     np.ascontiguousarray(array, dtype="<f4").tofile(path)

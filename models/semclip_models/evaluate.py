@@ -137,47 +137,41 @@ def train_embeddings(
 LINEAR_FIT_IMAGES = 10_000
 
 
-def fit_embeddings(bundle_dir: Path, data_root: Path, log=print) -> np.ndarray:
-    """Clean embeddings of a seeded subsample of ``LINEAR_FIT_IMAGES`` base-class images
-    of train/ (validation part excluded): the data the linear baseline is fitted on."""
-    path = _cache_dir(bundle_dir) / f"fit_base_{LINEAR_FIT_IMAGES}.npy"
+def _fit_sample(
+    bundle_dir: Path, data_root: Path, name: str, classes: list[str] | None, what: str, log
+) -> np.ndarray:
+    """Clean embeddings of a seeded subsample of ``LINEAR_FIT_IMAGES`` train/ images
+    (validation part excluded) of ``classes`` (None: all), cached as ``fit_<name>``."""
+    path = _cache_dir(bundle_dir) / f"fit_{name}_{LINEAR_FIT_IMAGES}.npy"
     if path.is_file():
         return np.load(path)
     images, labels = data.load_cifar(Path(data_root), "train")
-    train_idx, _ = data.train_val_indices(len(images))
-    base, _ = data.base_new_split()
-    pool = train_idx[np.isin(labels[train_idx], [data.CLASSES.index(c) for c in base])]
+    pool, _ = data.train_val_indices(len(images))
+    if classes is not None:
+        pool = pool[np.isin(labels[pool], [data.CLASSES.index(c) for c in classes])]
     pick = np.sort(
         np.random.default_rng(0).choice(pool, LINEAR_FIT_IMAGES, replace=False)
     )
     t0 = time.time()
     z = _embed_uint8(ort_session(image_encoder_path(bundle_dir)), images[pick], None)
-    log(
-        f"embedded {len(pick)} train images for the linear fit in {time.time() - t0:.0f} s"
-    )
+    log(f"embedded {len(pick)} train images {what} in {time.time() - t0:.0f} s")
     np.save(path, z)
     return z
+
+
+def fit_embeddings(bundle_dir: Path, data_root: Path, log=print) -> np.ndarray:
+    """Clean embeddings of a seeded subsample of ``LINEAR_FIT_IMAGES`` base-class images
+    of train/ (validation part excluded): the data the linear baseline is fitted on."""
+    base, _ = data.base_new_split()
+    return _fit_sample(bundle_dir, data_root, "base", base, "for the linear fit", log)
 
 
 def all_class_fit_embeddings(
     bundle_dir: Path, data_root: Path, log=print
 ) -> np.ndarray:
-    """Clean embeddings of a seeded subsample of ``LINEAR_FIT_IMAGES`` train/ images of
-    all ten classes (validation part excluded). Only the subspace diagnostic uses them:
-    no code is fitted on images of the new classes."""
-    path = _cache_dir(bundle_dir) / f"fit_all_{LINEAR_FIT_IMAGES}.npy"
-    if path.is_file():
-        return np.load(path)
-    images, _ = data.load_cifar(Path(data_root), "train")
-    train_idx, _ = data.train_val_indices(len(images))
-    pick = np.sort(
-        np.random.default_rng(0).choice(train_idx, LINEAR_FIT_IMAGES, replace=False)
-    )
-    t0 = time.time()
-    z = _embed_uint8(ort_session(image_encoder_path(bundle_dir)), images[pick], None)
-    log(f"embedded {len(pick)} train images of all classes in {time.time() - t0:.0f} s")
-    np.save(path, z)
-    return z
+    """The same for train/ images of all ten classes. Only the subspace diagnostic uses
+    them: no code is fitted on images of the new classes."""
+    return _fit_sample(bundle_dir, data_root, "all", None, "of all classes", log)
 
 
 def test_embeddings(
@@ -659,10 +653,8 @@ def run(bundle_dir: Path, data_root: Path, grid: Grid, log=print) -> dict:
         "tapl_prior_grid_db": ((manifest.get("tapl") or {}).get("prior") or {}).get(
             "grid_db"
         ),
-        "jscc_blend": (manifest.get("provenance", {}).get("jscc") or {}).get("blend"),
-        "jscc_blend_grid_db": (manifest.get("provenance", {}).get("jscc") or {}).get(
-            "blend_grid_db"
-        ),
+        "jscc_blend": bundle_io.jscc_provenance(manifest).get("blend"),
+        "jscc_blend_grid_db": bundle_io.jscc_provenance(manifest).get("blend_grid_db"),
         "embed_dim": int(manifest["embed_dim"]),
         "image_pixels": 32 * 32 * 3,
         "template": template,

@@ -136,7 +136,7 @@ def dev_codes(bundle_dir: Path, manifest: dict, k: int) -> list[jscc.Jscc] | Non
     """The development codes of k (one per split) with the blend schedule the bundle
     serves, or None when that schedule is 0 everywhere (the blended code is then exactly
     the linear code). They are the checkpoints ``train_jscc`` keeps under models/runs."""
-    provenance = (manifest.get("provenance") or {}).get("jscc") or {}
+    provenance = bundle_io.jscc_provenance(manifest)
     schedule = (provenance.get("blend") or {}).get(str(k))
     if schedule is None:
         raise bundle_io.BundleError(

@@ -644,10 +644,8 @@ def main(argv: list[str] | None = None) -> None:
     # can tip a choice that is close to the margin).
     deployed = None
     if args.skip_main and not args.no_blend:
-        provenance = bundle_io.read_manifest(args.bundle).get("provenance", {})
-        deployed = ((provenance.get("jscc") or {}).get("blend") or {}).get(
-            str(args.default_k)
-        )
+        provenance = bundle_io.jscc_provenance(bundle_io.read_manifest(args.bundle))
+        deployed = (provenance.get("blend") or {}).get(str(args.default_k))
         if deployed is None:
             p.error(
                 f"--skip-main: {args.bundle} records no blend schedule for "
