@@ -28,7 +28,7 @@ use semclip_proto::v1::channel_server::ChannelServer;
 use semclip_proto::v1::link_server::LinkServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use service::{ChannelSim, Service};
 
@@ -114,13 +114,7 @@ pub async fn serve(
         .await?;
 
     background.cancel();
-    let limit = Duration::from_millis(config.ack_timeout_ms);
-    if !link.closed(limit).await {
-        warn!(
-            "the link to the receiver did not close within {} ms (ack_timeout_ms)",
-            limit.as_millis()
-        );
-    }
+    link.wait_closed().await;
     info!("channel-sim stopped");
     Ok(())
 }

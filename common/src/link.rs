@@ -113,6 +113,21 @@ impl FrameLink {
             .is_ok()
     }
 
+    /// [`closed`](Self::closed) within the acknowledgement timeout (the longest a frame
+    /// in flight can still wait for its peer), with a warning when the task is still
+    /// running then.
+    pub async fn wait_closed(&self) {
+        let limit = self.options.ack_timeout;
+        if !self.closed(limit).await {
+            warn!(
+                "the link to the {} at {} did not close within {} ms (ack timeout)",
+                self.options.peer,
+                self.options.endpoint,
+                limit.as_millis()
+            );
+        }
+    }
+
     /// Whether the stream to the peer is up now.
     pub fn is_connected(&self) -> bool {
         *self.connected.borrow()

@@ -35,7 +35,7 @@ use semclip_core::runtime::RuntimeOptions;
 use semclip_proto::v1::transmitter_server::TransmitterServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use service::{ChannelView, Loaded, Service, TransmitterState};
 
@@ -183,13 +183,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Config(format!("server task failed: {e}")))?;
     background.cancel();
-    let limit = Duration::from_millis(config.ack_timeout_ms);
-    if !state.link.closed(limit).await {
-        warn!(
-            "the link to the channel did not close within {} ms (ack_timeout_ms)",
-            limit.as_millis()
-        );
-    }
+    state.link.wait_closed().await;
     if let Some(e) = load_error {
         return Err(e);
     }
